@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+// The emulated NHI's DMA engines (ref §12.3): TX runs in the doorbell write, RX when a fabric
+// delivers a frame. Every byte of host memory is reached through the IOMMU model; a refused access
+// is recorded and halts the ring, as an IOMMU fault stops a real DMA engine.
+//
+// Ordering with the driver: the driver publishes a descriptor by writing it and then the index
+// register (taking the ring's mutex here), so the engine's plain reads of the descriptor body are
+// ordered after it; ctl is still loaded with acquire, pairing with a driver's release store. On
+// completion the engine writes the data, then hw::dma_wmb(), then the ctl word with a release store
+// through std::atomic_ref: a driver that loads ctl with acquire and sees DONE also sees the data.
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <optional>
+
+#include "emu/dma_copy.hpp"
+#include "emu/nhi.hpp"
+#include "hw/barrier.hpp"
+#include "util/endian.hpp"
+
+namespace tbv::emu {
+
+using namespace hw::nhi;
+
+namespace {
+
+constexpr std::size_t kDescSize = sizeof(RingDesc);
+constexpr std::size_t kCtlOffset = offsetof(RingDesc, ctl);
+
+std::atomic_ref<std::uint32_t> ctl_word(std::byte* desc) noexcept {
+    // Descriptors are 16-byte aligned (checked when the ring starts), so ctl is 4-byte aligned.
+    return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(desc + kCtlOffset));
+}
+
+struct Desc {
+    hw::Iova phys;
+    std::uint32_t ctl;
+};
+
+/// Reads the descriptor at `at` (device read access), or nullopt on an IOMMU fault.
+std::optional<Desc> read_desc(const Iommu& mmu, hw::Iova at) noexcept {
+    Desc d{};
+    const bool ok = mmu.with_range(at, kDescSize, hw::DmaAccess::read, [&](std::byte* p) {
+        d.ctl = util::le32_to_cpu(ctl_word(p).load(std::memory_order_acquire));
+        std::uint64_t phys;
+        std::memcpy(&phys, p + offsetof(RingDesc, phys), sizeof phys);
+        d.phys = util::le64_to_cpu(phys);
+    });
+    if (!ok) {
+        return std::nullopt;
+    }
+    return d;
+}
+
+/// Completes a descriptor: only its ctl dword is written (device write access).
+bool write_back(const Iommu& mmu, hw::Iova at, std::uint32_t ctl) noexcept {
+    return mmu.with_range(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write,
+                          [&](std::byte* p) {
+                              hw::dma_wmb();  // frame data before the DONE it is announced by
+                              std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p))
+                                  .store(util::cpu_to_le32(ctl), std::memory_order_release);
+                          });
+}
+
+constexpr bool pdf_in(std::uint16_t mask, unsigned pdf) noexcept {
+    return pdf < 16 && ((mask >> pdf) & 1u) != 0;
+}
+
+}  // namespace
+
+// ---- TX -------------------------------------------------------------------------------------
+
+void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
+    if (std::exchange(r.kick_pending, false)) {
+        kicks_pending_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    if (gone_.load(std::memory_order_acquire) || !r.regs.running()) {
+        return;
+    }
+    const RingConfig& cfg = r.regs.config();
+    const std::uint32_t prod = r.regs.sw_index();
+    if (prod >= cfg.count) {
+        ctr_.add(Ctr::bad_index_writes);  // would never be reached by the consumer: ignore
+        return;
+    }
+    Fabric* const fabric = fabric_.load(std::memory_order_acquire);
+    while (r.regs.hw_index() != prod) {
+        if (gone_.load(std::memory_order_acquire)) {
+            return;
+        }
+        if (!bus_master_.load(std::memory_order_acquire)) {
+            // ref §12.1: no DMA without bus mastering. Remember the doorbell for poll().
+            r.kick_pending = true;
+            kicks_pending_.fetch_add(1, std::memory_order_relaxed);
+            ctr_.add(Ctr::tx_bus_master_stalls);
+            return;
+        }
+        const hw::Iova at = cfg.base + hw::Iova{r.regs.hw_index()} * kDescSize;
+        const std::optional<Desc> d = read_desc(iommu_, at);
+        if (!d) {
+            record_fault(at, kDescSize, hw::DmaAccess::read, true, ring);
+            r.regs.halt();
+            return;
+        }
+        if (DESC_POSTED::get(d->ctl) == 0) {
+            // ref §12.3: POSTED is required. Stop here; the next doorbell retries this slot.
+            ctr_.add(Ctr::tx_unposted_stops);
+            return;
+        }
+        const std::size_t len = desc_length_bytes(d->ctl);
+        if (cfg.raw && len > kRawFrameSize) {
+            // ref §3: a raw descriptor is one USB4 packet, at most 256 bytes incl. CRC. The
+            // descriptor completes (the ring must not wedge) but nothing leaves the NHI.
+            ctr_.add(Ctr::tx_raw_oversize_drops);
+        } else {
+            std::byte* const staging = r.staging.get();
+            if (!iommu_.with_range(d->phys, len, hw::DmaAccess::read,
+                                   [&](std::byte* p) { dma_copy(staging, p, len); })) {
+                record_fault(d->phys, len, hw::DmaAccess::read, true, ring);
+                r.regs.halt();
+                return;
+            }
+            if (fabric != nullptr) {
+                const FrameView frame{DESC_SOF_PDF::get(d->ctl), DESC_EOF_PDF::get(d->ctl),
+                                      std::span<const std::byte>(staging, len), false};
+                fabric->transmit(*this, ring, frame);
+                ctr_.add(Ctr::tx_frames);
+                ctr_.add(Ctr::tx_bytes, len);
+            } else {
+                ctr_.add(Ctr::tx_no_fabric_drops);  // no cable: the frame goes nowhere
+            }
+        }
+        // ref §12.3: write back DONE keeping the other bits.
+        if (!write_back(iommu_, at, DESC_DONE::set(d->ctl, 1))) {
+            record_fault(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write, true, ring);
+            r.regs.halt();
+            return;
+        }
+        r.regs.advance_hw();
+        if (DESC_INTERRUPT::get(d->ctl) != 0) {
+            irq_.raise(IrqKind::tx, ring);
+        }
+    }
+}
+
+// ---- RX -------------------------------------------------------------------------------------
+
+RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
+    if (ring >= hop_count_) {
+        ctr_.add(Ctr::rx_disabled_drops);
+        return RxResult::ring_disabled;
+    }
+    RxRingState& r = rx_[ring];
+    std::lock_guard lk(r.mu);
+    if (gone_.load(std::memory_order_acquire) || !r.regs.running()) {
+        ctr_.add(Ctr::rx_disabled_drops);
+        return RxResult::ring_disabled;
+    }
+    if (!bus_master_.load(std::memory_order_acquire)) {
+        ctr_.add(Ctr::rx_no_bus_master_drops);
+        return RxResult::no_bus_master;
+    }
+    const RingConfig& cfg = r.regs.config();
+    if (f.data.empty()) {
+        // No descriptor can report a zero-byte frame (length 0 means 4096): a fabric bug.
+        ctr_.add(Ctr::rx_malformed_drops);
+        return RxResult::pdf_mismatch;
+    }
+    if (!cfg.raw && !(pdf_in(cfg.sof_mask, f.sof_pdf) && pdf_in(cfg.eof_mask, f.eof_pdf))) {
+        ctr_.add(Ctr::rx_pdf_drops);  // ref §2.3: masks decide what frames this ring takes
+        return RxResult::pdf_mismatch;
+    }
+
+    // ref §4.5: no posted descriptor ⇒ drop and set the RX-overflow status.
+    const auto overflow = [&] {
+        ctr_.add(Ctr::rx_overflow_drops);
+        irq_.raise(IrqKind::rx_overflow, ring);
+        return RxResult::no_descriptor;
+    };
+    const std::uint32_t prod = r.regs.sw_index();
+    if (prod >= cfg.count || r.regs.hw_index() == prod) {
+        return overflow();
+    }
+    const hw::Iova at = cfg.base + hw::Iova{r.regs.hw_index()} * kDescSize;
+    const std::optional<Desc> d = read_desc(iommu_, at);
+    if (!d) {
+        record_fault(at, kDescSize, hw::DmaAccess::read, false, ring);
+        r.regs.halt();
+        return RxResult::dma_fault;
+    }
+    if (DESC_POSTED::get(d->ctl) == 0) {
+        return overflow();
+    }
+
+    const std::size_t cap = std::min<std::size_t>(cfg.buf_size, kMaxFrameSize);
+    const std::size_t n = std::min(f.data.size(), cap);
+    const bool overrun = f.data.size() > n;
+    if (!iommu_.with_range(d->phys, n, hw::DmaAccess::write,
+                           [&](std::byte* p) { dma_copy(p, f.data.data(), n); })) {
+        record_fault(d->phys, n, hw::DmaAccess::write, false, ring);
+        r.regs.halt();
+        return RxResult::dma_fault;
+    }
+
+    // ref §12.3 RX write-back: length (4096 ⇒ 0 through the 12-bit field), PDFs (raw: SOF 0,
+    // EOF = PDF), DONE, INTERRUPT as posted, and bit 22 cleared unless it reports an overrun.
+    const auto len = static_cast<std::uint32_t>(n);
+    const auto eof = static_cast<std::uint32_t>(f.eof_pdf);
+    const auto sof = cfg.raw ? 0u : static_cast<std::uint32_t>(f.sof_pdf);
+    std::uint32_t ctl = DESC_LENGTH::make(len) | DESC_EOF_PDF::make(eof) | DESC_SOF_PDF::make(sof) |
+                        DESC_DONE::make(1) | (d->ctl & DESC_INTERRUPT::kMask);
+    if (f.crc_error && !cfg.raw) {
+        ctl |= DESC_CRC_ERROR::make(1);
+        ctr_.add(Ctr::rx_crc_errors);
+    }
+    if (overrun) {
+        ctl |= DESC_BUFFER_OVERRUN::make(1);
+        ctr_.add(Ctr::rx_overruns);
+    }
+    if (!write_back(iommu_, at, ctl)) {
+        record_fault(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write, false, ring);
+        r.regs.halt();
+        return RxResult::dma_fault;
+    }
+    r.regs.advance_hw();
+    ctr_.add(Ctr::rx_frames);
+    ctr_.add(Ctr::rx_bytes, n);
+    if (DESC_INTERRUPT::get(d->ctl) != 0) {
+        irq_.raise(IrqKind::rx, ring);
+    }
+    return RxResult::delivered;
+}
+
+}  // namespace tbv::emu

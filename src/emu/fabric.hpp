@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// Where frames leave an emulated NHI and how they reach another one. A Fabric receives every
+// frame a TX engine sends (ref §12.3 "hand to the router data plane") and delivers it with
+// EmuNhi::receive(); the USB4 router + cable model (ref §12.4, §12.5) will be one, PairFabric is
+// the direct test wiring: ring N of one NHI to ring N of the other.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+
+namespace tbv::emu {
+
+class EmuNhi;
+
+/// One frame (frame mode) or one packet incl. its software CRC (raw mode) crossing the fabric.
+struct FrameView {
+    unsigned sof_pdf = 0;
+    unsigned eof_pdf = 0;
+    std::span<const std::byte> data;
+    /// A link CRC error on the way (fault injection). In frame mode the receiving NHI reports it
+    /// as CRC_ERROR in the descriptor; in raw mode software finds it by its own CRC check.
+    bool crc_error = false;
+};
+
+/// Outcome of EmuNhi::receive().
+enum class RxResult {
+    delivered,      ///< written to the ring and the descriptor completed
+    ring_disabled,  ///< ring absent, not enabled, not running, halted, or device gone
+    no_descriptor,  ///< nothing posted: dropped, RX-overflow status set (ref §4.5)
+    pdf_mismatch,   ///< frame mode: SOF/EOF PDF outside the masks (or an empty frame): dropped
+    dma_fault,      ///< the IOMMU refused the descriptor or buffer: ring halted
+    no_bus_master,  ///< bus mastering off: the device cannot write memory, dropped
+};
+
+class Fabric {
+public:
+    Fabric() = default;
+    Fabric(const Fabric&) = delete;
+    Fabric& operator=(const Fabric&) = delete;
+    virtual ~Fabric() = default;
+
+    /// Called by `from`'s TX engine, inside the driver's doorbell write or poll(), with the TX
+    /// ring's lock held. `frame.data` is valid only during the call. An implementation may call
+    /// receive() on any NHI (never on a TX path of `from`'s same ring) and must not block for long.
+    virtual void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept = 0;
+};
+
+/// Test fabric: ring N of `a` <-> ring N of `b`, both directions, frames delivered synchronously
+/// in the sender's thread. Attaches itself to both NHIs; destroy it before them.
+class PairFabric final : public Fabric {
+public:
+    PairFabric(EmuNhi& a, EmuNhi& b);
+    ~PairFabric() override;  ///< detaches from both (waits for frames in flight)
+
+    /// Flip one bit of each of the next `n` frames' payload and mark them crc_error (a cable bit
+    /// error). Counts add up.
+    void corrupt_next(unsigned n) noexcept;
+    /// Lose the next `n` frames. Counts add up; a dropped frame is not also corrupted.
+    void drop_next(unsigned n) noexcept;
+
+    struct Stats {
+        std::uint64_t delivered = 0;  ///< receive() returned delivered
+        std::uint64_t refused = 0;    ///< receive() returned anything else
+        std::uint64_t dropped = 0;    ///< lost by drop_next
+        std::uint64_t corrupted = 0;  ///< altered by corrupt_next
+    };
+    Stats stats() const noexcept;
+
+    void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept override;
+
+private:
+    static bool take_one(std::atomic<unsigned>& budget) noexcept;
+
+    EmuNhi& a_;
+    EmuNhi& b_;
+    std::atomic<unsigned> drop_budget_{0};
+    std::atomic<unsigned> corrupt_budget_{0};
+    std::atomic<std::uint64_t> delivered_{0};
+    std::atomic<std::uint64_t> refused_{0};
+    std::atomic<std::uint64_t> dropped_{0};
+    std::atomic<std::uint64_t> corrupted_{0};
+};
+
+}  // namespace tbv::emu

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// EmuNhi: a software USB4 host interface behind the layer-0 Device interface — "the second
+// device, not a mock" (DESIGN.md). It models the BAR0 registers and the DMA engine of
+// ../shared/docs/hardware/nhi-reference.md §12.1–12.3 ("ref §x" below), reaches host memory only
+// through an IOMMU model (iommu.hpp), and hands frames to a Fabric (fabric.hpp).
+//
+// Where the work runs: there is no device thread. The TX engine runs inside the driver's doorbell
+// write (write32 of a TX producer index) and, for doorbells that arrived while bus mastering was
+// off, inside poll(). The RX engine runs inside receive(), i.e. in the thread of whoever sends the
+// frame. The only helper thread delivers MSI-X messages that throttling held back; it blocks.
+//
+// Locking: per-ring mutexes (TX ring, RX ring) and a leaf mutex for interrupt state. Order:
+// TX ring → (a peer's) RX ring → IOMMU (shared) / interrupts. A doorbell on A may run B's RX engine
+// in A's thread; A→B and B→A at once take disjoint locks and cannot deadlock.
+//
+// Descriptor ctl words are read with acquire and written back with release through
+// std::atomic_ref, after the data they describe (ref §12.3 "Ordering").
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "emu/counters.hpp"
+#include "emu/fabric.hpp"
+#include "emu/iommu.hpp"
+#include "emu/irq.hpp"
+#include "emu/ring.hpp"
+#include "hw/device.hpp"
+#include "hw/nhi_regs.hpp"
+
+namespace tbv::emu {
+
+struct NhiConfig {
+    std::string name = "emu0";
+    std::uint16_t vendor = 0x1022, device = 0x1668;  ///< AMD Pink Sardine by default (ref §1.2)
+    std::uint32_t hop_count = 3;   ///< REG_CAPS rings (ref §1.4): 3 like AMD, 12 like Intel; 1..1023
+    std::uint8_t version = 0x20;   ///< REG_CAPS[23:16]; >= 0x40 enables REG_RESET.HRR (ref §2.7)
+    unsigned msix_vectors = 16;    ///< 1..16 (ref §1.3)
+    /// How long REG_RESET.HRR reads 1 after it is written (ref §12.6 "HRR duration").
+    std::chrono::microseconds hrr_duration{1000};
+};
+
+class EmuNhi final : public hw::Device {
+public:
+    using IommuFault = emu::IommuFault;
+    using Counters = NhiCounters;
+
+    explicit EmuNhi(NhiConfig cfg = {});
+    ~EmuNhi() override;
+
+    // ---- hw::Device ----
+    const std::string& name() const noexcept override { return cfg_.name; }
+    hw::PciIdentity identity() const noexcept override;
+    std::size_t bar0_size() const noexcept override { return hw::nhi::kBar0Size; }
+    std::uint32_t read32(std::uint32_t offset) noexcept override;
+    void write32(std::uint32_t offset, std::uint32_t value) noexcept override;
+    Result<hw::Iova> dma_map(void* addr, std::size_t len, hw::DmaAccess access) override;
+    Result<void> dma_unmap(hw::Iova iova, std::size_t len) override;
+    Result<void> set_bus_master(bool enable) override;
+    bool bus_master() const noexcept override;
+    unsigned irq_vector_count() const noexcept override { return cfg_.msix_vectors; }
+    Result<void> enable_irqs(unsigned count) override;
+    void disable_irqs() noexcept override;
+    int irq_eventfd(unsigned vector) const noexcept override;
+    Result<void> reset() override;
+    void poll() noexcept override;
+
+    // ---- fabric side ----
+    /// Sends this NHI's TX frames to `fabric` (nullptr detaches: frames are then dropped and
+    /// counted). Returns after no TX engine of this NHI is still inside the previous fabric. Not
+    /// to be called from inside Fabric::transmit.
+    void attach(Fabric* fabric) noexcept;
+    Fabric* fabric() const noexcept { return fabric_.load(std::memory_order_acquire); }
+    /// Delivers a frame into RX ring `ring` (ref §12.3 RX). Called by a fabric, from any thread.
+    RxResult receive(unsigned ring, const FrameView& f) noexcept;
+
+    // ---- fault injection and inspection ----
+    /// The function left the bus: every read returns all-ones, writes are ignored, no DMA and no
+    /// interrupts from now on; reset() and set_bus_master(true) fail with Errc::device_gone.
+    void surprise_remove() noexcept;
+    /// IOMMU faults so far, oldest first (at most kMaxFaultRecords are kept; dma_faults counts all).
+    std::vector<IommuFault> faults() const;
+    Counters counters() const noexcept { return ctr_.snapshot(); }
+    /// True when an IOMMU fault stopped the ring; cleared by disabling and re-enabling it.
+    bool ring_halted(bool tx, unsigned ring) const;
+
+    unsigned hop_count() const noexcept { return hop_count_; }
+    const Iommu& iommu() const noexcept { return iommu_; }
+
+    static constexpr std::size_t kMaxFaultRecords = 256;
+
+private:
+    // Register decode (nhi.cpp).
+    std::uint32_t read_misc(std::uint32_t offset) noexcept;
+    void write_misc(std::uint32_t offset, std::uint32_t value) noexcept;
+    void write_tx_ring(unsigned ring, std::uint32_t off, std::uint32_t value, bool options) noexcept;
+    void write_rx_ring(unsigned ring, std::uint32_t off, std::uint32_t value, bool options) noexcept;
+    /// Power-on state of rings, interrupt block and misc registers (reset and HRR).
+    void power_on_registers() noexcept;
+
+    // DMA engine (dma_engine.cpp). *_locked: the ring's mutex is held.
+    void run_tx_locked(unsigned ring, TxRingState& r) noexcept;
+    void record_fault(hw::Iova iova, std::size_t len, hw::DmaAccess access, bool tx,
+                      unsigned ring) noexcept;
+
+    NhiConfig cfg_;
+    const unsigned hop_count_;
+    CounterSet ctr_;
+    std::atomic<bool> bus_master_{false};
+    std::atomic<bool> gone_{false};
+    Iommu iommu_;
+    std::atomic<Fabric*> fabric_{nullptr};
+    std::unique_ptr<TxRingState[]> tx_;
+    std::unique_ptr<RxRingState[]> rx_;
+    /// TX rings with a doorbell held back by bus mastering off; lets poll() skip the scan.
+    std::atomic<unsigned> kicks_pending_{0};
+
+    mutable std::mutex misc_mu_;  ///< leaf: mailbox, HRR
+    std::uint32_t inmail_data_ = 0;
+    std::uint32_t inmail_cmd_ = 0;
+    std::chrono::steady_clock::time_point hrr_until_{};
+
+    mutable std::mutex faults_mu_;  ///< leaf
+    std::vector<IommuFault> faults_;
+
+    IrqBlock irq_;  ///< after everything its helper thread reads; destroyed (joined) first
+};
+
+}  // namespace tbv::emu
