@@ -81,7 +81,8 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
     const RingConfig& cfg = r.regs.config();
     const std::uint32_t prod = r.regs.sw_index();
     if (prod >= cfg.count) {
-        ctr_.add(Ctr::bad_index_writes);  // would never be reached by the consumer: ignore
+        ctr_.add<&NhiCounters::bad_index_writes>();  // would never be reached by the consumer:
+                                                     // ignore
         return;
     }
     Fabric* const fabric = fabric_.load(std::memory_order_acquire);
@@ -93,7 +94,7 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
             // ref §12.1: no DMA without bus mastering. Remember the doorbell for poll().
             r.kick_pending = true;
             kicks_pending_.fetch_add(1, std::memory_order_relaxed);
-            ctr_.add(Ctr::tx_bus_master_stalls);
+            ctr_.add<&NhiCounters::tx_bus_master_stalls>();
             return;
         }
         const hw::Iova at = cfg.base + hw::Iova{r.regs.hw_index()} * kDescSize;
@@ -105,14 +106,14 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
         }
         if (DESC_POSTED::get(d->ctl) == 0) {
             // ref §12.3: POSTED is required. Stop here; the next doorbell retries this slot.
-            ctr_.add(Ctr::tx_unposted_stops);
+            ctr_.add<&NhiCounters::tx_unposted_stops>();
             return;
         }
         const std::size_t len = desc_length_bytes(d->ctl);
         if (cfg.raw && len > kRawFrameSize) {
             // ref §3: a raw descriptor is one USB4 packet, at most 256 bytes incl. CRC. The
             // descriptor completes (the ring must not wedge) but nothing leaves the NHI.
-            ctr_.add(Ctr::tx_raw_oversize_drops);
+            ctr_.add<&NhiCounters::tx_raw_oversize_drops>();
         } else {
             std::byte* const staging = r.staging.get();
             if (!iommu_.with_range(d->phys, len, hw::DmaAccess::read,
@@ -125,10 +126,10 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
                 const FrameView frame{DESC_SOF_PDF::get(d->ctl), DESC_EOF_PDF::get(d->ctl),
                                       std::span<const std::byte>(staging, len), false};
                 fabric->transmit(*this, ring, frame);
-                ctr_.add(Ctr::tx_frames);
-                ctr_.add(Ctr::tx_bytes, len);
+                ctr_.add<&NhiCounters::tx_frames>();
+                ctr_.add<&NhiCounters::tx_bytes>(len);
             } else {
-                ctr_.add(Ctr::tx_no_fabric_drops);  // no cable: the frame goes nowhere
+                ctr_.add<&NhiCounters::tx_no_fabric_drops>();  // no cable: the frame goes nowhere
             }
         }
         // ref §12.3: write back DONE keeping the other bits.
@@ -148,33 +149,34 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
 
 RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
     if (ring >= hop_count_) {
-        ctr_.add(Ctr::rx_disabled_drops);
+        ctr_.add<&NhiCounters::rx_disabled_drops>();
         return RxResult::ring_disabled;
     }
     RxRingState& r = rx_[ring];
     std::lock_guard lk(r.mu);
     if (gone_.load(std::memory_order_acquire) || !r.regs.running()) {
-        ctr_.add(Ctr::rx_disabled_drops);
+        ctr_.add<&NhiCounters::rx_disabled_drops>();
         return RxResult::ring_disabled;
     }
     if (!bus_master_.load(std::memory_order_acquire)) {
-        ctr_.add(Ctr::rx_no_bus_master_drops);
+        ctr_.add<&NhiCounters::rx_no_bus_master_drops>();
         return RxResult::no_bus_master;
     }
     const RingConfig& cfg = r.regs.config();
     if (f.data.empty()) {
         // No descriptor can report a zero-byte frame (length 0 means 4096): a fabric bug.
-        ctr_.add(Ctr::rx_malformed_drops);
+        ctr_.add<&NhiCounters::rx_malformed_drops>();
         return RxResult::pdf_mismatch;
     }
     if (!cfg.raw && !(pdf_in(cfg.sof_mask, f.sof_pdf) && pdf_in(cfg.eof_mask, f.eof_pdf))) {
-        ctr_.add(Ctr::rx_pdf_drops);  // ref §2.3: masks decide what frames this ring takes
+        ctr_.add<&NhiCounters::rx_pdf_drops>();  // ref §2.3: masks decide what frames this ring
+                                                 // takes
         return RxResult::pdf_mismatch;
     }
 
     // ref §4.5: no posted descriptor ⇒ drop and set the RX-overflow status.
     const auto overflow = [&] {
-        ctr_.add(Ctr::rx_overflow_drops);
+        ctr_.add<&NhiCounters::rx_overflow_drops>();
         irq_.raise(IrqKind::rx_overflow, ring);
         return RxResult::no_descriptor;
     };
@@ -212,11 +214,11 @@ RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
                         DESC_DONE::make(1) | (d->ctl & DESC_INTERRUPT::kMask);
     if (f.crc_error && !cfg.raw) {
         ctl |= DESC_CRC_ERROR::make(1);
-        ctr_.add(Ctr::rx_crc_errors);
+        ctr_.add<&NhiCounters::rx_crc_errors>();
     }
     if (overrun) {
         ctl |= DESC_BUFFER_OVERRUN::make(1);
-        ctr_.add(Ctr::rx_overruns);
+        ctr_.add<&NhiCounters::rx_overruns>();
     }
     if (!write_back(iommu_, at, ctl)) {
         record_fault(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write, false, ring);
@@ -224,8 +226,8 @@ RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
         return RxResult::dma_fault;
     }
     r.regs.advance_hw();
-    ctr_.add(Ctr::rx_frames);
-    ctr_.add(Ctr::rx_bytes, n);
+    ctr_.add<&NhiCounters::rx_frames>();
+    ctr_.add<&NhiCounters::rx_bytes>(n);
     if (DESC_INTERRUPT::get(d->ctl) != 0) {
         irq_.raise(IrqKind::rx, ring);
     }

@@ -40,14 +40,16 @@ public:
     Fabric& operator=(const Fabric&) = delete;
     virtual ~Fabric() = default;
 
-    /// Called by `from`'s TX engine, inside the driver's doorbell write or poll(), with the TX
+    /// Called by `from`'s TX engine, inside the driver's doorbell write or poll(), with that TX
     /// ring's lock held. `frame.data` is valid only during the call. An implementation may call
-    /// receive() on any NHI (never on a TX path of `from`'s same ring) and must not block for long.
+    /// receive() on any NHI, `from` included (a loopback); it must not write registers of `from`
+    /// (that could re-enter the locked TX ring) and should not block.
     virtual void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept = 0;
 };
 
 /// Test fabric: ring N of `a` <-> ring N of `b`, both directions, frames delivered synchronously
-/// in the sender's thread. Attaches itself to both NHIs; destroy it before them.
+/// in the sender's thread (a and b may be the same NHI: TX ring N loops to RX ring N). Attaches
+/// itself to both NHIs; destroy it before them.
 class PairFabric final : public Fabric {
 public:
     PairFabric(EmuNhi& a, EmuNhi& b);

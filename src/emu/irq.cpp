@@ -39,7 +39,8 @@ constexpr std::uint32_t valid_nibbles(unsigned k, unsigned sources) noexcept {
 }
 
 /// Index of the dword of `base` that `offset` addresses, if it is one of `count` dwords there.
-std::optional<unsigned> dword_in(std::uint32_t offset, std::uint32_t base, unsigned count) noexcept {
+std::optional<unsigned> dword_in(std::uint32_t offset, std::uint32_t base,
+                                 unsigned count) noexcept {
     if (offset < base || offset - base >= 4u * count) {
         return std::nullopt;
     }
@@ -187,9 +188,8 @@ unsigned IrqBlock::vector_of_locked(unsigned irq_index) const noexcept {
 
 bool IrqBlock::deliverable_locked(unsigned vector) const noexcept {
     // An MSI-X message is a memory write by the device: no bus mastering, no message.
-    return !gone_.load(std::memory_order_acquire) &&
-           bus_master_.load(std::memory_order_acquire) && vector < fds_.size() &&
-           fds_[vector] >= 0;
+    return !gone_.load(std::memory_order_acquire) && bus_master_.load(std::memory_order_acquire) &&
+           vector < fds_.size() && fds_[vector] >= 0;
 }
 
 IrqBlock::Clock::duration IrqBlock::gap_locked(unsigned vector) const noexcept {
@@ -202,7 +202,7 @@ void IrqBlock::send_locked(unsigned vector, Clock::time_point now) noexcept {
     v.last_sent = now;
     v.ever_sent = true;
     v.deferred = false;  // this message also covers any held-back one
-    ctr_.add(Ctr::irqs_fired);
+    ctr_.add<&NhiCounters::irqs_fired>();
     if (auto_clear_on_message_locked()) {
         clear_sources_locked(vector);
     }
@@ -240,12 +240,12 @@ void IrqBlock::raise(IrqKind kind, unsigned ring) noexcept {
         return;  // ref §2.4: overflow has no enable bit and no vector
     }
     if (!bit_set(enable_, bit)) {
-        ctr_.add(Ctr::irqs_masked);
+        ctr_.add<&NhiCounters::irqs_masked>();
         return;
     }
     const unsigned vector = vector_of_locked(bit);
     if (!deliverable_locked(vector)) {
-        ctr_.add(Ctr::irqs_masked);
+        ctr_.add<&NhiCounters::irqs_masked>();
         return;
     }
     const Clock::time_point now = Clock::now();
@@ -254,7 +254,7 @@ void IrqBlock::raise(IrqKind kind, unsigned ring) noexcept {
         send_locked(vector, now);
         return;
     }
-    ctr_.add(Ctr::irqs_throttled);
+    ctr_.add<&NhiCounters::irqs_throttled>();
     defer_locked(vector);
 }
 

@@ -125,10 +125,12 @@ void EmuNhi::write_tx_ring(unsigned ring, std::uint32_t off, std::uint32_t value
     const RingEvent ev = options ? r.regs.write_options(off, value) : r.regs.write_ring(off, value);
     switch (ev) {
         case RingEvent::doorbell:
-            ctr_.add(Ctr::doorbells);
+            ctr_.add<&NhiCounters::doorbells>();
             run_tx_locked(ring, r);  // ref §12.3: the doorbell starts the TX engine
             break;
-        case RingEvent::start_rejected: ctr_.add(Ctr::ring_start_rejects); [[fallthrough]];
+        case RingEvent::start_rejected:
+            ctr_.add<&NhiCounters::ring_start_rejects>();
+            [[fallthrough]];
         case RingEvent::started:
         case RingEvent::stopped:
             // A doorbell held back by bus mastering belongs to the previous life of the ring.
@@ -147,14 +149,13 @@ void EmuNhi::write_rx_ring(unsigned ring, std::uint32_t off, std::uint32_t value
     // RX index writes only publish buffers: the engine runs when a frame arrives (receive()).
     const RingEvent ev = options ? r.regs.write_options(off, value) : r.regs.write_ring(off, value);
     if (ev == RingEvent::start_rejected) {
-        ctr_.add(Ctr::ring_start_rejects);
+        ctr_.add<&NhiCounters::ring_start_rejects>();
     }
 }
 
 std::uint32_t EmuNhi::read_misc(std::uint32_t offset) noexcept {
     switch (offset) {
-        case REG_CAPS:
-            return CAPS_HOP_COUNT::make(hop_count_) | CAPS_VERSION::make(cfg_.version);
+        case REG_CAPS: return CAPS_HOP_COUNT::make(hop_count_) | CAPS_VERSION::make(cfg_.version);
         case REG_RESET: {
             if (cfg_.version < kCapsVersionV2) {
                 return 0;  // ref §2.7: no HRR on v1 NHIs; the register is unimplemented
@@ -199,13 +200,12 @@ void EmuNhi::write_misc(std::uint32_t offset, std::uint32_t value) noexcept {
             // ref §2.7, §12.2.8: host-router reset only exists on v2 NHIs (version ≥ 0x40).
             if (cfg_.version >= kCapsVersionV2 && RESET_HRR::get(value) != 0) {
                 power_on_registers();
-                ctr_.add(Ctr::host_router_resets);
+                ctr_.add<&NhiCounters::host_router_resets>();
                 std::lock_guard lk(misc_mu_);
                 hrr_until_ = std::chrono::steady_clock::now() + cfg_.hrr_duration;
             }
             return;
-        default:
-            return;  // read-only (REG_CAPS, REG_FW_STS, ...) or unimplemented: ignored
+        default: return;  // read-only (REG_CAPS, REG_FW_STS, ...) or unimplemented: ignored
     }
 }
 
@@ -323,7 +323,7 @@ bool EmuNhi::ring_halted(bool tx, unsigned ring) const {
 
 void EmuNhi::record_fault(hw::Iova iova, std::size_t len, hw::DmaAccess access, bool tx,
                           unsigned ring) noexcept {
-    ctr_.add(Ctr::dma_faults);
+    ctr_.add<&NhiCounters::dma_faults>();
     std::lock_guard lk(faults_mu_);
     if (faults_.size() < kMaxFaultRecords) {
         faults_.push_back(IommuFault{iova, len, access, tx, ring});

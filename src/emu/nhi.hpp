@@ -15,6 +15,10 @@
 //
 // Descriptor ctl words are read with acquire and written back with release through
 // std::atomic_ref, after the data they describe (ref §12.3 "Ordering").
+//
+// Not modelled: E2E flow control (the bits are stored and read back; its credit mechanics are
+// unknown, ref §13.4), PCI no-snoop/isochronous bits, link rate and latency (a later fabric's job),
+// the MSI-X table itself (VFIO owns it; vectors are eventfds).
 #pragma once
 
 #include <atomic>
@@ -39,9 +43,9 @@ namespace tbv::emu {
 struct NhiConfig {
     std::string name = "emu0";
     std::uint16_t vendor = 0x1022, device = 0x1668;  ///< AMD Pink Sardine by default (ref §1.2)
-    std::uint32_t hop_count = 3;   ///< REG_CAPS rings (ref §1.4): 3 like AMD, 12 like Intel; 1..1023
-    std::uint8_t version = 0x20;   ///< REG_CAPS[23:16]; >= 0x40 enables REG_RESET.HRR (ref §2.7)
-    unsigned msix_vectors = 16;    ///< 1..16 (ref §1.3)
+    std::uint32_t hop_count = 3;  ///< REG_CAPS rings (ref §1.4): 3 like AMD, 12 like Intel; 1..1023
+    std::uint8_t version = 0x20;  ///< REG_CAPS[23:16]; >= 0x40 enables REG_RESET.HRR (ref §2.7)
+    unsigned msix_vectors = 16;   ///< 1..16 (ref §1.3)
     /// How long REG_RESET.HRR reads 1 after it is written (ref §12.6 "HRR duration").
     std::chrono::microseconds hrr_duration{1000};
 };
@@ -84,7 +88,8 @@ public:
     /// The function left the bus: every read returns all-ones, writes are ignored, no DMA and no
     /// interrupts from now on; reset() and set_bus_master(true) fail with Errc::device_gone.
     void surprise_remove() noexcept;
-    /// IOMMU faults so far, oldest first (at most kMaxFaultRecords are kept; dma_faults counts all).
+    /// IOMMU faults so far, oldest first (at most kMaxFaultRecords are kept; dma_faults counts
+    /// all).
     std::vector<IommuFault> faults() const;
     Counters counters() const noexcept { return ctr_.snapshot(); }
     /// True when an IOMMU fault stopped the ring; cleared by disabling and re-enabling it.
@@ -99,8 +104,10 @@ private:
     // Register decode (nhi.cpp).
     std::uint32_t read_misc(std::uint32_t offset) noexcept;
     void write_misc(std::uint32_t offset, std::uint32_t value) noexcept;
-    void write_tx_ring(unsigned ring, std::uint32_t off, std::uint32_t value, bool options) noexcept;
-    void write_rx_ring(unsigned ring, std::uint32_t off, std::uint32_t value, bool options) noexcept;
+    void write_tx_ring(unsigned ring, std::uint32_t off, std::uint32_t value,
+                       bool options) noexcept;
+    void write_rx_ring(unsigned ring, std::uint32_t off, std::uint32_t value,
+                       bool options) noexcept;
     /// Power-on state of rings, interrupt block and misc registers (reset and HRR).
     void power_on_registers() noexcept;
 

@@ -34,7 +34,8 @@ RingEvent RingRegs::write_ring(std::uint32_t off, std::uint32_t value) noexcept 
             return RingEvent::none;
         case RING_SIZE:
             // TX has only the count; RX also the buffer size in [31:16].
-            size_ = dir_ == RingDir::tx ? RING_SIZE_COUNT::make(RING_SIZE_COUNT::get(value)) : value;
+            size_ =
+                dir_ == RingDir::tx ? RING_SIZE_COUNT::make(RING_SIZE_COUNT::get(value)) : value;
             return RingEvent::none;
         default: return RingEvent::none;
     }

@@ -21,12 +21,12 @@ enum class RingDir : std::uint8_t { tx, rx };
 /// (Linux adds E2E after ENABLE, and tears down by zeroing base/size after clearing it) cannot
 /// change a running ring under the engine.
 struct RingConfig {
-    hw::Iova base = 0;            ///< descriptor array IOVA
-    std::uint32_t count = 0;      ///< descriptors
-    std::uint32_t buf_size = 0;   ///< RX: bytes per buffer (register value 0 = 4096)
-    bool raw = false;             ///< one packet per descriptor, PDF masks ignored (ref §3)
-    std::uint16_t sof_mask = 0;   ///< RX frame mode: PDFs that may start a frame
-    std::uint16_t eof_mask = 0;   ///< RX frame mode: PDFs that may end a frame
+    hw::Iova base = 0;           ///< descriptor array IOVA
+    std::uint32_t count = 0;     ///< descriptors
+    std::uint32_t buf_size = 0;  ///< RX: bytes per buffer (register value 0 = 4096)
+    bool raw = false;            ///< one packet per descriptor, PDF masks ignored (ref §3)
+    std::uint16_t sof_mask = 0;  ///< RX frame mode: PDFs that may start a frame
+    std::uint16_t eof_mask = 0;  ///< RX frame mode: PDFs that may end a frame
 };
 
 /// What a register write asks the owner to do next.

@@ -73,8 +73,7 @@ TEST_CASE("TX: the doorbell sends posted descriptors and writes DONE back (ref �
     nhi.attach(nullptr);
 }
 
-TEST_CASE("TX: a descriptor without POSTED stops the engine there (ref §12.3)",
-          "[emu][dma][tx]") {
+TEST_CASE("TX: a descriptor without POSTED stops the engine there (ref §12.3)", "[emu][dma][tx]") {
     EmuNhi nhi;
     REQUIRE(nhi.set_bus_master(true));
     auto descs = make_region(nhi, 4096, DmaAccess::read_write);
@@ -139,6 +138,7 @@ TEST_CASE("no DMA while bus mastering is off; poll() runs the held doorbell (ref
     CHECK(nhi.counters().tx_bus_master_stalls == 1);
     const auto data = pattern(64, 9);
     CHECK(nhi.receive(1, frame_of(data)) == RxResult::no_bus_master);
+    CHECK(nhi.counters().rx_no_bus_master_drops == 1);
     CHECK(all_bytes(rbuf.data(), 4096, std::byte{0x66}));
     CHECK(load_ctl(desc_at(rdescs, 0)) == rx_ctl());
 
@@ -357,8 +357,7 @@ TEST_CASE("RX into a read-only mapping faults, leaves memory untouched, halts th
     CHECK(same_bytes(rw.data(), data));
 }
 
-TEST_CASE("a descriptor array the device may not write faults on write-back",
-          "[emu][dma][iommu]") {
+TEST_CASE("a descriptor array the device may not write faults on write-back", "[emu][dma][iommu]") {
     EmuNhi nhi;
     REQUIRE(nhi.set_bus_master(true));
     auto descs = make_region(nhi, 4096, DmaAccess::read);

@@ -81,8 +81,7 @@ struct RxStart {
     bool raw = false;
 };
 
-inline void start_rx(EmuNhi& nhi, unsigned ring, hw::Iova base, unsigned count,
-                     RxStart s = {}) {
+inline void start_rx(EmuNhi& nhi, unsigned ring, hw::Iova base, unsigned count, RxStart s = {}) {
     nhi.write32(rx_ring_reg(ring) + RING_BASE_LO, static_cast<std::uint32_t>(base));
     nhi.write32(rx_ring_reg(ring) + RING_BASE_HI, static_cast<std::uint32_t>(base >> 32));
     nhi.write32(rx_ring_reg(ring) + RING_SIZE,

@@ -52,11 +52,11 @@ TEST_CASE("Iommu::translate needs the whole range in one mapping with the permis
     CHECK(mmu.translate(*iova, buf.size(), DmaAccess::read) == buf.data());
     CHECK(mmu.translate(*iova + 100, 16, DmaAccess::read) == buf.data() + 100);
     CHECK(mmu.translate(*iova + buf.size() - 8, 16, DmaAccess::read) == nullptr);  // runs off
-    CHECK(mmu.translate(*iova, 16, DmaAccess::write) == nullptr);       // read-only mapping
+    CHECK(mmu.translate(*iova, 16, DmaAccess::write) == nullptr);  // read-only mapping
     CHECK(mmu.translate(*iova, 16, DmaAccess::read_write) == nullptr);
-    CHECK(mmu.translate(*iova - 16, 16, DmaAccess::read) == nullptr);   // before the start
+    CHECK(mmu.translate(*iova - 16, 16, DmaAccess::read) == nullptr);  // before the start
     CHECK(mmu.translate(*iova, 0, DmaAccess::read) == nullptr);
-    CHECK(mmu.translate(~0ull - 4, 16, DmaAccess::read) == nullptr);    // no wrap-around
+    CHECK(mmu.translate(~0ull - 4, 16, DmaAccess::read) == nullptr);  // no wrap-around
     bool called = false;
     CHECK_FALSE(mmu.with_range(*iova, 4, DmaAccess::write, [&](std::byte*) { called = true; }));
     CHECK_FALSE(called);

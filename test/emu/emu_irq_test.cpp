@@ -98,7 +98,8 @@ TEST_CASE("NOTIFY numbering: TX r, RX H+r, RX overflow 2H+r (ref §2.4)", "[emu]
         CHECK(notify_bit(nhi, 2 * hops + hops - 1));
         unsigned set = 0;
         for (unsigned i = 0; i < notify_dwords(hops); ++i) {
-            set += static_cast<unsigned>(__builtin_popcount(nhi.read32(REG_RING_NOTIFY_BASE + 4 * i)));
+            set +=
+                static_cast<unsigned>(__builtin_popcount(nhi.read32(REG_RING_NOTIFY_BASE + 4 * i)));
         }
         CHECK(set == 3);
         CHECK(nhi.counters().rx_overflow_drops == 1);
@@ -116,10 +117,10 @@ TEST_CASE("W1C mode (DMA_MISC bit 17): reads keep status, INT_CLEAR clears it (r
     tx2.send();
     CHECK(nhi.read32(REG_RING_NOTIFY_BASE) == 0x6u);
     CHECK(nhi.read32(REG_RING_NOTIFY_BASE) == 0x6u);  // not clear-on-read
-    nhi.write32(REG_RING_INT_CLEAR, 0x2u);              // clears exactly ring 1
+    nhi.write32(REG_RING_INT_CLEAR, 0x2u);            // clears exactly ring 1
     CHECK(nhi.read32(REG_RING_NOTIFY_BASE) == 0x4u);
-    CHECK(nhi.read32(REG_RING_INT_CLEAR) == 0);         // write-only
-    nhi.write32(REG_RING_NOTIFY_BASE, ~0u);             // status itself is read-only
+    CHECK(nhi.read32(REG_RING_INT_CLEAR) == 0);  // write-only
+    nhi.write32(REG_RING_NOTIFY_BASE, ~0u);      // status itself is read-only
     CHECK(nhi.read32(REG_RING_NOTIFY_BASE) == 0x4u);
     nhi.write32(REG_RING_INT_CLEAR, ~0u);
     CHECK(nhi.read32(REG_RING_NOTIFY_BASE) == 0);
@@ -197,8 +198,8 @@ TEST_CASE("vector nibbles route each ring to its eventfd (ref §2.5)", "[emu][ir
     REQUIRE(nhi.set_bus_master(true));
     REQUIRE(nhi.enable_irqs(16));
     nhi.write32(REG_DMA_MISC, kW1C);
-    TxSource tx(nhi, 1);   // irq index 1: dword 0, nibble 1
-    RxSink rx(nhi, 3);     // irq index 15: dword 1, nibble 7
+    TxSource tx(nhi, 1);  // irq index 1: dword 0, nibble 1
+    RxSink rx(nhi, 3);    // irq index 15: dword 1, nibble 7
     set_vector(nhi, 1, 5);
     set_vector(nhi, 12 + 3, 9);
     CHECK(nhi.read32(REG_INT_VEC_ALLOC_BASE) == 0x50u);
@@ -317,4 +318,21 @@ TEST_CASE("throttle applies per vector", "[emu][irq][throttle]") {
     tx2.send(2);
     CHECK(take_irqs(nhi.irq_eventfd(0)) == 1);
     CHECK(take_irqs(nhi.irq_eventfd(1)) == 2);
+}
+
+TEST_CASE("above H = 21 the NOTIFY dwords cover INT_CLEAR's offsets and stay readable (ref §2.4)",
+          "[emu][irq]") {
+    // 3H = 96 status bits need 3 dwords: 0x37800..0x37808, so 0x37808 is NOTIFY dword 2 (Linux
+    // uses clear-on-read on such controllers). RX overflow of ring 31 is bit 2H + 31 = 95.
+    EmuNhi nhi(cfg_with(32));
+    REQUIRE(nhi.set_bus_master(true));
+    RxSink rx(nhi, 31);
+    const auto data = pattern(8, 0);
+    REQUIRE(nhi.receive(31, frame_of(data)) == RxResult::no_descriptor);
+    CHECK(nhi.read32(REG_RING_NOTIFY_BASE + 8) == 0x80000000u);
+    CHECK(nhi.read32(REG_RING_NOTIFY_BASE + 8) == 0);  // clear-on-read
+    // ENABLE has 2 dwords for 64 sources; MASK_CLEAR follows at 0x38208.
+    nhi.write32(REG_RING_INTERRUPT_BASE + 4, ~0u);
+    nhi.write32(REG_RING_INTERRUPT_MASK_CLEAR_BASE + 4, 0x1u);
+    CHECK(nhi.read32(REG_RING_INTERRUPT_BASE + 4) == 0xfffffffeu);
 }

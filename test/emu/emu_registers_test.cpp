@@ -35,8 +35,8 @@ TEST_CASE("no firmware: FW_STS reads 0, mailbox commands fail at once (ref §2.6
 
 TEST_CASE("unimplemented offsets read 0 and ignore writes (ref §12.2.10)", "[emu][regs]") {
     EmuNhi nhi;
-    for (std::uint32_t off : {0x39000u, 0x3a000u, 0x7fffcu, tx_options_reg(0) + 0x8u,
-                              rx_options_reg(1) + 0x1cu}) {
+    for (std::uint32_t off :
+         {0x39000u, 0x3a000u, 0x7fffcu, tx_options_reg(0) + 0x8u, rx_options_reg(1) + 0x1cu}) {
         nhi.write32(off, 0xdeadbeefu);
         CHECK(nhi.read32(off) == 0);
     }

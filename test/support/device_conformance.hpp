@@ -56,9 +56,8 @@ inline bool fd_is_open(int fd) {
 /// `stable_reg`: optionally, the offset of a BAR0 register that reads without side effects and
 /// keeps its value; it lets the check prove that ignored (unaligned) writes next to it do not
 /// land on it. Leave empty when no such register is known.
-inline void check_device_conformance(
-    const std::function<std::unique_ptr<hw::Device>()>& make,
-    std::optional<std::uint32_t> stable_reg = std::nullopt) {
+inline void check_device_conformance(const std::function<std::unique_ptr<hw::Device>()>& make,
+                                     std::optional<std::uint32_t> stable_reg = std::nullopt) {
     std::unique_ptr<hw::Device> dev = make();
     if (!dev) {
         mark_skipped("no device for the conformance check");
@@ -214,7 +213,7 @@ inline void check_device_conformance(
         REQUIRE(dev->reset());
         CHECK_FALSE(dev->bus_master());
         CHECK(dev->dma_unmap(*iova, buf.size()));  // the mapping survived the reset
-        dev->poll();                                // harmless at any time
+        dev->poll();                               // harmless at any time
     }
 }
 
