@@ -39,7 +39,7 @@ struct NhiCounters {
     // Interrupts (ref §2.4, §10)
     std::uint64_t irqs_fired = 0;      ///< MSI-X messages written to an eventfd
     std::uint64_t irqs_throttled = 0;  ///< messages held back by the throttle interval
-    std::uint64_t irqs_masked = 0;     ///< status set but no message: enable bit, vector
+    std::uint64_t irqs_masked = 0;     ///< event or held message not sent: enable bit, vector
                                        ///< or bus mastering off
 };
 

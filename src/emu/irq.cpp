@@ -220,9 +220,9 @@ void IrqBlock::clear_sources_locked(unsigned vector) noexcept {
     }
 }
 
-bool IrqBlock::source_pending_locked(unsigned vector) const noexcept {
+bool IrqBlock::source_enabled_locked(unsigned vector) const noexcept {
     for (unsigned i = 0; i < 2u * hop_count_; ++i) {
-        if (vector_of_locked(i) == vector && bit_set(enable_, i) && bit_set(notify_, i)) {
+        if (vector_of_locked(i) == vector && bit_set(enable_, i)) {
             return true;
         }
     }
@@ -289,10 +289,12 @@ void IrqBlock::helper_main() noexcept {
             }
             if (v.due <= now) {
                 v.deferred = false;
-                // Deliver only if there is still something to tell: a source routed here that
-                // is enabled and pending (software may have handled and cleared it meanwhile).
-                if (deliverable_locked(i) && source_pending_locked(i)) {
+                // A ring masked meanwhile (NAPI-style polling) gets no message; a cleared status
+                // does not cancel it (see the header).
+                if (deliverable_locked(i) && source_enabled_locked(i)) {
                     send_locked(i, now);
+                } else {
+                    ctr_.add<&NhiCounters::irqs_masked>();
                 }
             } else if (!next || v.due < *next) {
                 next = v.due;

@@ -14,9 +14,11 @@
 // nibble names, if bus mastering is on (an MSI-X message is a memory write), the vector is enabled
 // (has an eventfd) and the ring's ENABLE bit is set. RX-overflow events only set status: they have
 // no enable bit and no vector. A message that would come sooner than the vector's throttle
-// interval after the previous one is held back and sent by a helper thread when the interval has
-// passed, if some source routed to that vector is then still enabled and pending. The helper is
-// started the first time a message is held back and blocks on a condition variable in between.
+// interval after the previous one is held back (several coalesce into one) and sent by a helper
+// thread when the interval has passed, if the vector can still be delivered and some ring routed
+// to it still has its ENABLE bit set. Clearing the status meanwhile does not cancel it: like an
+// MSI-X pending bit, a held message is independent of the cause register. The helper is started
+// the first time a message is held back and blocks on a condition variable in between.
 //
 // Thread safety: one mutex (a leaf: nothing else is locked while holding it) guards all state.
 #pragma once
@@ -80,7 +82,7 @@ private:
     Clock::duration gap_locked(unsigned vector) const noexcept;
     void send_locked(unsigned vector, Clock::time_point now) noexcept;
     void clear_sources_locked(unsigned vector) noexcept;
-    bool source_pending_locked(unsigned vector) const noexcept;
+    bool source_enabled_locked(unsigned vector) const noexcept;
     void defer_locked(unsigned vector) noexcept;
     void helper_main() noexcept;
 

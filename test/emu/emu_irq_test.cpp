@@ -2,6 +2,8 @@
 // Interrupt block of the emulated NHI (ref §2.4, §2.5, §10, §12.2 items 4–7). Events are produced
 // by the real engines (a TX descriptor with INTERRUPT, a received frame), not by a back door.
 #include <array>
+#include <chrono>
+#include <thread>
 
 #include "emu_fixture.hpp"
 
@@ -278,13 +280,31 @@ TEST_CASE("throttling holds messages back and delivers the held one later (ref �
         CHECK(take_irqs(fd) == 1);
         CHECK(nhi.counters().irqs_fired == 2);
     }
-    SECTION("a held message whose cause was cleared is not sent") {
+    SECTION("a held message survives software clearing the status (like an MSI-X pending bit)") {
         nhi.write32(throttle_reg(0), 0xffffffffu);
         tx.send(2);
         CHECK(take_irqs(fd) == 1);
-        nhi.write32(REG_RING_INT_CLEAR, ~0u);  // software handled everything
+        nhi.write32(REG_RING_INT_CLEAR, ~0u);  // a polling driver handled everything
         nhi.write32(throttle_reg(0), 1);
-        // Prove the helper ran: another event after the interval arrives, alone.
+        REQUIRE(wait_irq(fd));
+        CHECK(take_irqs(fd) == 1);
+        CHECK(nhi.counters().irqs_fired == 2);
+    }
+    SECTION("a held message is dropped when its ring was masked meanwhile") {
+        nhi.write32(throttle_reg(0), 0xffffffffu);
+        tx.send(2);
+        CHECK(take_irqs(fd) == 1);
+        nhi.write32(REG_RING_INTERRUPT_MASK_CLEAR_BASE, 0x2u);  // NAPI-style: mask, then poll
+        nhi.write32(throttle_reg(0), 1);
+        // The helper drops it (counted as masked); the deadline only guards against a hang.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (nhi.counters().irqs_masked == 0 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        REQUIRE(nhi.counters().irqs_masked == 1);
+        CHECK(take_irqs(fd) == 0);
+        // Unmasked, the next event is signalled at once and alone.
+        enable_source(nhi, 1);
         tx.send(1);
         REQUIRE(wait_irq(fd));
         CHECK(take_irqs(fd) == 1);
