@@ -15,11 +15,6 @@ using namespace hw::nhi;
 
 namespace {
 
-/// Dwords of nibbles in REG_INT_VEC_ALLOC: one nibble per TX and RX ring interrupt (ref §2.5).
-constexpr unsigned vec_alloc_dwords(unsigned hop_count) noexcept {
-    return (2u * hop_count + 7u) / 8u;
-}
-
 /// Bits of bitmap dword `k` that name a source below `nbits` (the others read 0, ignore writes).
 constexpr std::uint32_t valid_bits(unsigned k, unsigned nbits) noexcept {
     const unsigned first = 32u * k;

@@ -9,10 +9,14 @@
 //  * dma_map() takes page-aligned host memory and returns an IOVA, the only address the device may
 //    use. DmaAccess is from the device's point of view: Read = the device may read the memory
 //    (TX buffers, descriptors), Write = it may write it (RX buffers). Mappings persist across
-//    reset(); dma_unmap() must name exactly a range returned by dma_map().
+//    reset(); dma_unmap() must name exactly a range returned by dma_map(). IOVAs are page aligned.
 //  * No DMA happens while bus mastering is off. reset() returns the function to its power-on
 //    register state and leaves bus mastering off; callers enable it again.
-//  * Interrupts are MSI-X vectors delivered to eventfds owned by the device object.
+//  * Interrupts are MSI-X vectors delivered to eventfds owned by the device object. They survive
+//    reset(); re-arming with another count or disabling closes the old eventfds, so a waiter must
+//    stop watching them first (the number may be reused by the next open()).
+//  * A device that left the bus reads all-ones; reset() and set_bus_master(true) then fail with
+//    Errc::device_gone, while dma_unmap() still succeeds so memory can be released.
 //  * poll() gives a software device a chance to run work that arrived from outside (a frame from a
 //    cable in another process); on hardware it does nothing. It never completes work the driver
 //    has not handed over with a doorbell.

@@ -139,12 +139,18 @@ constexpr unsigned notify_dwords(unsigned hop_count) noexcept {
 constexpr unsigned enable_dwords(unsigned hop_count) noexcept {
     return (2u * hop_count + 31u) / 32u;
 }
-/// NOTIFY and INT_CLEAR overlap unless 3H ≤ 64 (ref §2.4 note); ENABLE and MASK_CLEAR unless
-/// 2H ≤ 64. Controllers above this count use clear-on-read status only.
+/// NOTIFY (0x37800) and INT_CLEAR (0x37808) overlap unless 3H ≤ 64 (ref §2.4 note): above this
+/// count the W1C clear register cannot be used and status is clear-on-read only.
 inline constexpr unsigned kMaxHopCountW1C = 21;
+/// ENABLE (0x38200) and MASK_CLEAR (0x38208) overlap unless 2H ≤ 64.
+inline constexpr unsigned kMaxHopCountMaskClear = 32;
 
 // ---- ref §2.5: MSI-X vector allocation ---------------------------------------------------------
 
+/// Number of vector-allocation dwords (2H nibbles, 8 per dword).
+constexpr unsigned vec_alloc_dwords(unsigned hop_count) noexcept {
+    return (2u * hop_count + 7u) / 8u;
+}
 constexpr std::uint32_t vec_alloc_reg(unsigned irq_index) noexcept {
     return REG_INT_VEC_ALLOC_BASE + 4u * (irq_index / 8u);
 }

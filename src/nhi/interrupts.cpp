@@ -19,7 +19,7 @@ void Interrupts::init(std::uint32_t throttle_ns) noexcept {
     for (unsigned i = 0; i < enable_dwords(hop_count_); ++i) {
         dev_.write32(REG_RING_INTERRUPT_BASE + 4 * i, 0);
     }
-    for (unsigned i = 0; i < (2 * hop_count_ + 7) / 8; ++i) {
+    for (unsigned i = 0; i < vec_alloc_dwords(hop_count_); ++i) {
         dev_.write32(REG_INT_VEC_ALLOC_BASE + 4 * i, 0);
     }
     (void)take_status();
@@ -62,7 +62,7 @@ void Interrupts::enable(IrqKind kind, unsigned ring, unsigned vector) noexcept {
 
 void Interrupts::disable(IrqKind kind, unsigned ring) noexcept {
     const unsigned bit = irq_bit(kind, ring, hop_count_);
-    if (mode_ == IrqMode::w1c && hop_count_ <= kMaxHopCountW1C) {
+    if (mode_ == IrqMode::w1c && hop_count_ <= kMaxHopCountMaskClear) {
         // Non-Intel stop path writes the bit to MASK_CLEAR (ref §4.3), no read-modify-write race
         // with an interrupt handler enabling another ring.
         dev_.write32(bitmap_reg(REG_RING_INTERRUPT_MASK_CLEAR_BASE, bit), bitmap_mask(bit));
