@@ -7,14 +7,14 @@
 // What it measures: the software cost per frame of descriptor writes, doorbells, DONE-bit polling
 // and the emulator's DMA copy. It is not a hardware figure (a real NHI is limited by descriptor
 // rate, ~12 Gb/s per ring at 4 KiB, DESIGN.md).
-#include <CLI/CLI.hpp>
-#include <fmt/core.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "emu/nhi.hpp"
 #include "nhi/frame_pool.hpp"
@@ -61,8 +61,10 @@ Figures run(std::size_t frame_size, unsigned batch, std::uint64_t total) {
     cfg.size = kRingSize;
     auto tx = must(nhi::TxRing::create(*nhi_a, cfg), "TX ring");
     auto rx = must(nhi::RxRing::create(*nhi_b, cfg), "RX ring");
-    auto tx_pool = must(nhi::FramePool::create(dev_a, kRingSize, 4096, hw::DmaAccess::read), "TX pool");
-    auto rx_pool = must(nhi::FramePool::create(dev_b, kRingSize, 4096, hw::DmaAccess::write), "RX pool");
+    auto tx_pool =
+        must(nhi::FramePool::create(dev_a, kRingSize, 4096, hw::DmaAccess::read), "TX pool");
+    auto rx_pool =
+        must(nhi::FramePool::create(dev_b, kRingSize, 4096, hw::DmaAccess::write), "RX pool");
 
     for (unsigned i = 0; i < kRingSize; ++i) {
         std::memset(tx_pool.data(i), static_cast<int>(i & 0xff), frame_size);
@@ -86,7 +88,12 @@ Figures run(std::size_t frame_size, unsigned batch, std::uint64_t total) {
     while (received < total) {
         const unsigned n = static_cast<unsigned>(std::min<std::uint64_t>(batch, total - sent));
         for (unsigned i = 0; i < n; ++i) {
-            frames[i] = {tx_pool.iova(next_tx), static_cast<std::uint32_t>(frame_size), 1, 2, false, next_tx};
+            frames[i] = {tx_pool.iova(next_tx),
+                         static_cast<std::uint32_t>(frame_size),
+                         1,
+                         2,
+                         false,
+                         next_tx};
             next_tx = next_tx + 1 == kRingSize ? 0 : next_tx + 1;
         }
         sent += tx->post(std::span(frames).first(n)).posted;
@@ -96,8 +103,8 @@ Figures run(std::size_t frame_size, unsigned batch, std::uint64_t total) {
             // its length and both ends (cheap enough not to distort the figure).
             const auto buf = static_cast<unsigned>(done[i].cookie);
             const auto expect = static_cast<std::byte>((received + i) % kRingSize & 0xff);
-            verified = verified && done[i].length == frame_size &&
-                       rx_pool.data(buf)[0] == expect && rx_pool.data(buf)[frame_size - 1] == expect;
+            verified = verified && done[i].length == frame_size && rx_pool.data(buf)[0] == expect &&
+                       rx_pool.data(buf)[frame_size - 1] == expect;
             refill[i] = {rx_pool.iova(buf), done[i].cookie};
         }
         if (got > 0) {
@@ -112,8 +119,12 @@ Figures run(std::size_t frame_size, unsigned batch, std::uint64_t total) {
     }
     const auto t1 = std::chrono::steady_clock::now();
     const std::uint64_t doorbells = dev_a.counters().doorbells - doorbells_before;
-    return {frame_size, batch, received, std::chrono::duration<double>(t1 - t0).count(),
-            static_cast<double>(doorbells) / static_cast<double>(received), verified};
+    return {frame_size,
+            batch,
+            received,
+            std::chrono::duration<double>(t1 - t0).count(),
+            static_cast<double>(doorbells) / static_cast<double>(received),
+            verified};
 }
 
 }  // namespace
@@ -125,7 +136,8 @@ int main(int argc, char** argv) {
     std::vector<std::size_t> sizes{64, 1024, 4096};
     std::vector<unsigned> batches{1, 8, 32};
     app.add_option("-n,--frames", frames, "frames per configuration")->check(CLI::PositiveNumber);
-    app.add_option("-s,--sizes", sizes, "frame sizes in bytes (1..4096)")->check(CLI::Range(1, 4096));
+    app.add_option("-s,--sizes", sizes, "frame sizes in bytes (1..4096)")
+        ->check(CLI::Range(1, 4096));
     app.add_option("-b,--batches", batches, "frames per doorbell")->check(CLI::Range(1, 128));
     app.add_flag("--json", json, "print JSON instead of a table");
     CLI11_PARSE(app, argc, argv);
@@ -146,9 +158,14 @@ int main(int argc, char** argv) {
             const double gbps = fps * static_cast<double>(s) * 8 / 1e9;
             all_ok = all_ok && f.verified;
             if (json) {
-                out.push_back({{"bytes", s}, {"batch", b}, {"frames", f.frames},
-                               {"frames_per_s", fps}, {"ns_per_frame", ns}, {"gbit_per_s", gbps},
-                               {"tx_doorbells_per_frame", f.doorbells_per_frame}, {"verified", f.verified}});
+                out.push_back({{"bytes", s},
+                               {"batch", b},
+                               {"frames", f.frames},
+                               {"frames_per_s", fps},
+                               {"ns_per_frame", ns},
+                               {"gbit_per_s", gbps},
+                               {"tx_doorbells_per_frame", f.doorbells_per_frame},
+                               {"verified", f.verified}});
             } else {
                 fmt::print("{:>8} {:>6} {:>12.0f} {:>10.1f} {:>10.2f} {:>14.3f}\n", s, b, fps, ns,
                            gbps, f.doorbells_per_frame);

@@ -18,16 +18,16 @@ namespace tbv {
 /// Project error codes for protocol and device conditions that have no errno equivalent.
 enum class Errc : int {
     ok = 0,
-    device_gone,        ///< register reads return all-ones: the function left the bus
-    iommu_fault,        ///< the device touched an IOVA it was not given
-    ring_unavailable,   ///< ring number outside what REG_CAPS reports, or already taken
-    ring_full,          ///< no free descriptor slot
-    crc_mismatch,       ///< CRC-32C of a control packet does not match
-    malformed,          ///< input too short, too long or with out-of-range fields
-    timeout,            ///< no answer within the protocol's time limit
-    link_down,          ///< no cable or the lane is not in CL0
-    hop_in_use,         ///< HopID already allocated on that adapter
-    not_supported,      ///< the hardware or mode cannot do it
+    device_gone,       ///< register reads return all-ones: the function left the bus
+    iommu_fault,       ///< the device touched an IOVA it was not given
+    ring_unavailable,  ///< ring number outside what REG_CAPS reports, or already taken
+    ring_full,         ///< no free descriptor slot
+    crc_mismatch,      ///< CRC-32C of a control packet does not match
+    malformed,         ///< input too short, too long or with out-of-range fields
+    timeout,           ///< no answer within the protocol's time limit
+    link_down,         ///< no cable or the lane is not in CL0
+    hop_in_use,        ///< HopID already allocated on that adapter
+    not_supported,     ///< the hardware or mode cannot do it
 };
 
 const std::error_category& tbv_category() noexcept;
@@ -60,7 +60,7 @@ template <typename T>
 class [[nodiscard]] Result {
 public:
     Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
-    Result(Failure f) : v_(std::in_place_index<1>, f.code) {}           // NOLINT: implicit by design
+    Result(Failure f) : v_(std::in_place_index<1>, f.code) {}          // NOLINT: implicit by design
 
     bool has_value() const noexcept { return v_.index() == 0; }
     explicit operator bool() const noexcept { return has_value(); }

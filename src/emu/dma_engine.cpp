@@ -64,7 +64,7 @@ bool write_back(const Iommu& mmu, hw::Iova at, std::uint32_t ctl) noexcept {
 }
 
 constexpr bool pdf_in(std::uint16_t mask, unsigned pdf) noexcept {
-    return pdf < 16 && ((mask >> pdf) & 1u) != 0;
+    return pdf < 16 && ((static_cast<unsigned>(mask) >> pdf) & 1u) != 0;
 }
 
 }  // namespace

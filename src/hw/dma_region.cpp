@@ -17,7 +17,8 @@ Result<DmaRegion> DmaRegion::create(Device& dev, std::size_t len, DmaAccess acce
     const std::size_t rounded = round_up_pages(len);
     // Anonymous private pages are page aligned and never shared with a child by fork's COW in a
     // way the device could observe (VFIO pins the pages at map time).
-    void* mem = ::mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* mem =
+        ::mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         return fail_errno(errno);
     }

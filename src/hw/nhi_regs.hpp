@@ -18,12 +18,12 @@ using util::Field;
 
 // ---- ref §2.1: register blocks --------------------------------------------------------------
 
-inline constexpr std::uint32_t REG_TX_RING_BASE = 0x00000;       ///< 16 B per ring
-inline constexpr std::uint32_t REG_RX_RING_BASE = 0x08000;       ///< 16 B per ring
-inline constexpr std::uint32_t REG_TX_OPTIONS_BASE = 0x19800;    ///< 32 B per ring
-inline constexpr std::uint32_t REG_RX_OPTIONS_BASE = 0x29800;    ///< 32 B per ring
-inline constexpr std::uint32_t REG_RING_NOTIFY_BASE = 0x37800;   ///< status: TX | RX | RX overflow
-inline constexpr std::uint32_t REG_RING_INT_CLEAR = 0x37808;     ///< W1C status (non-auto-clear)
+inline constexpr std::uint32_t REG_TX_RING_BASE = 0x00000;      ///< 16 B per ring
+inline constexpr std::uint32_t REG_RX_RING_BASE = 0x08000;      ///< 16 B per ring
+inline constexpr std::uint32_t REG_TX_OPTIONS_BASE = 0x19800;   ///< 32 B per ring
+inline constexpr std::uint32_t REG_RX_OPTIONS_BASE = 0x29800;   ///< 32 B per ring
+inline constexpr std::uint32_t REG_RING_NOTIFY_BASE = 0x37800;  ///< status: TX | RX | RX overflow
+inline constexpr std::uint32_t REG_RING_INT_CLEAR = 0x37808;    ///< W1C status (non-auto-clear)
 inline constexpr std::uint32_t REG_RING_INTERRUPT_BASE = 0x38200;             ///< enable bitmap
 inline constexpr std::uint32_t REG_RING_INTERRUPT_MASK_CLEAR_BASE = 0x38208;  ///< write 1 = disable
 inline constexpr std::uint32_t REG_INT_THROTTLING_RATE = 0x38c00;  ///< 1 dword per MSI-X vector
@@ -184,12 +184,12 @@ using DESC_SOF_PDF = Field<19, 16>;
 using DESC_FLAGS = Field<31, 20>;
 
 /// Flag bits in their absolute positions of `ctl` (ref §3 flag table).
-using DESC_ISOCH = Bit<20>;            ///< TX only, unused
-using DESC_CRC_ERROR = Bit<20>;        ///< RX write-back, frame mode
-using DESC_DONE = Bit<21>;             ///< written by hardware
-using DESC_POSTED = Bit<22>;           ///< set by software when posting
-using DESC_BUFFER_OVERRUN = Bit<22>;   ///< RX write-back: frame larger than the buffer
-using DESC_INTERRUPT = Bit<23>;        ///< raise the ring's status bit on completion
+using DESC_ISOCH = Bit<20>;           ///< TX only, unused
+using DESC_CRC_ERROR = Bit<20>;       ///< RX write-back, frame mode
+using DESC_DONE = Bit<21>;            ///< written by hardware
+using DESC_POSTED = Bit<22>;          ///< set by software when posting
+using DESC_BUFFER_OVERRUN = Bit<22>;  ///< RX write-back: frame larger than the buffer
+using DESC_INTERRUPT = Bit<23>;       ///< raise the ring's status bit on completion
 
 /// Largest frame one descriptor moves (12-bit length, 0 = 4096).
 inline constexpr std::size_t kMaxFrameSize = 4096;

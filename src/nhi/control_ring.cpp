@@ -20,7 +20,8 @@ Result<std::unique_ptr<ControlRing>> ControlRing::create(Nhi& nhi, const Control
     if (!tx_bufs) {
         return Failure{tx_bufs.error()};
     }
-    auto rx_bufs = FramePool::create(nhi.device(), cfg.rx_size, kRawFrameSize, hw::DmaAccess::write);
+    auto rx_bufs =
+        FramePool::create(nhi.device(), cfg.rx_size, kRawFrameSize, hw::DmaAccess::write);
     if (!rx_bufs) {
         return Failure{rx_bufs.error()};
     }

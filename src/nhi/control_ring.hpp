@@ -60,8 +60,10 @@ public:
     TxRing& tx() noexcept { return *tx_; }
     RxRing& rx() noexcept { return *rx_; }
 
-    /// Encodes dwords + CRC into `out` (wire format); returns the byte count or 0 if it does not fit.
-    static std::size_t encode(std::span<const std::uint32_t> dwords, std::span<std::byte> out) noexcept;
+    /// Encodes dwords + CRC into `out` (wire format); returns the byte count or 0 if it does not
+    /// fit.
+    static std::size_t encode(std::span<const std::uint32_t> dwords,
+                              std::span<std::byte> out) noexcept;
     /// Validates a received raw packet (length, CRC) and decodes it. Errc::crc_mismatch or
     /// Errc::malformed on failure.
     static Result<ControlPacket> decode(unsigned sof_pdf, unsigned eof_pdf,

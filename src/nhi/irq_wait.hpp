@@ -45,7 +45,7 @@ private:
     unsigned n_ = 0;
     std::array<int, kMaxFds> fds_{};
     std::array<bool, kMaxFds> armed_{};
-    std::array<std::uint64_t, kMaxFds> bufs_{};   ///< read targets; live while a read is armed
+    std::array<std::uint64_t, kMaxFds> bufs_{};  ///< read targets; live while a read is armed
     std::array<std::uint64_t, kMaxFds> totals_{};
 };
 

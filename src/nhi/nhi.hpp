@@ -55,7 +55,10 @@ public:
 private:
     Nhi(hw::Device& dev, unsigned hop_count, std::uint8_t version, IrqMode mode,
         unsigned vectors) noexcept
-        : dev_(dev), hop_count_(hop_count), version_(version), irq_(dev, hop_count, mode),
+        : dev_(dev),
+          hop_count_(hop_count),
+          version_(version),
+          irq_(dev, hop_count, mode),
           irq_vectors_(vectors) {}
 
     hw::Device& dev_;

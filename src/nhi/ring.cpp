@@ -47,8 +47,7 @@ Result<void> validate(const Nhi& nhi, const RingConfig& cfg, Direction dir) {
 
 /// Claims the ring number and allocates its descriptor array (filled with 0xff so a premature
 /// DMA activation would chase an all-ones address, the ixy/Snabb trick).
-Result<std::pair<unsigned, hw::DmaRegion>> prepare(Nhi& nhi, const RingConfig& cfg,
-                                                    Direction dir) {
+Result<std::pair<unsigned, hw::DmaRegion>> prepare(Nhi& nhi, const RingConfig& cfg, Direction dir) {
     if (auto v = validate(nhi, cfg, dir); !v) {
         return Failure{v.error()};
     }
@@ -228,10 +227,10 @@ Result<std::unique_ptr<RxRing>> RxRing::create(Nhi& nhi, const RingConfig& cfg) 
         flags |= RING_FLAG_RAW::make(1);
     }
     // Buffer size 4096 is written as 0 (ref §2.2).
-    const std::uint32_t size_reg = RING_SIZE_COUNT::make(cfg.size) |
-                                   RX_SIZE_BUFFER::make(cfg.rx_buffer_size & 0xfffu);
-    const std::uint32_t pdf = RX_PDF_SOF_MASK::make(cfg.rx_sof_mask) |
-                              RX_PDF_EOF_MASK::make(cfg.rx_eof_mask);
+    const std::uint32_t size_reg =
+        RING_SIZE_COUNT::make(cfg.size) | RX_SIZE_BUFFER::make(cfg.rx_buffer_size & 0xfffu);
+    const std::uint32_t pdf =
+        RX_PDF_SOF_MASK::make(cfg.rx_sof_mask) | RX_PDF_EOF_MASK::make(cfg.rx_eof_mask);
     const std::uint32_t e2e =
         cfg.e2e ? RING_FLAG_E2E::make(1) | RX_FLAG_E2E_HOP::make(cfg.rx_e2e_tx_hop) : 0;
     ring->start(size_reg, pdf, flags, e2e);
@@ -243,8 +242,7 @@ PostResult RxRing::post(std::span<const RxBuffer> buffers) noexcept {
         return {0, PostStatus::stopped};
     }
     PostResult res;
-    const std::uint32_t ctl =
-        DESC_POSTED::make(1) | (interrupt_ ? DESC_INTERRUPT::make(1) : 0u);
+    const std::uint32_t ctl = DESC_POSTED::make(1) | (interrupt_ ? DESC_INTERRUPT::make(1) : 0u);
     for (const RxBuffer& b : buffers) {
         if (next(head_) == tail_) {
             res.status = PostStatus::ring_full;

@@ -88,7 +88,9 @@ public:
 
     unsigned number() const noexcept { return ring_; }
     unsigned size() const noexcept { return size_; }
-    unsigned in_flight() const noexcept { return head_ >= tail_ ? head_ - tail_ : head_ + size_ - tail_; }
+    unsigned in_flight() const noexcept {
+        return head_ >= tail_ ? head_ - tail_ : head_ + size_ - tail_;
+    }
     unsigned free_slots() const noexcept { return size_ - 1 - in_flight(); }
     bool running() const noexcept { return running_; }
     bool raw() const noexcept { return raw_; }

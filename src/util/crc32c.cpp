@@ -40,9 +40,8 @@ std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t crc) noexcep
     std::size_t n = data.size();
     // Slice by 8: fold eight input bytes per step through eight tables.
     while (n >= 8) {
-        const std::uint32_t lo =
-            c ^ (std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 | std::uint32_t{p[2]} << 16 |
-                 std::uint32_t{p[3]} << 24);
+        const std::uint32_t lo = c ^ (std::uint32_t{p[0]} | std::uint32_t{p[1]} << 8 |
+                                      std::uint32_t{p[2]} << 16 | std::uint32_t{p[3]} << 24);
         c = kTables[7][lo & 0xffu] ^ kTables[6][(lo >> 8) & 0xffu] ^
             kTables[5][(lo >> 16) & 0xffu] ^ kTables[4][lo >> 24] ^ kTables[3][p[4]] ^
             kTables[2][p[5]] ^ kTables[1][p[6]] ^ kTables[0][p[7]];

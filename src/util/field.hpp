@@ -17,8 +17,8 @@ struct Field {
     static constexpr unsigned kShift = Lo;
     static constexpr unsigned kWidth = Hi - Lo + 1;
     /// Right-aligned mask of the field's width.
-    static constexpr T kMax = kWidth == sizeof(T) * 8 ? static_cast<T>(~T{0})
-                                                      : static_cast<T>((T{1} << kWidth) - 1);
+    static constexpr T kMax =
+        kWidth == sizeof(T) * 8 ? static_cast<T>(~T{0}) : static_cast<T>((T{1} << kWidth) - 1);
     /// Mask of the field in place.
     static constexpr T kMask = static_cast<T>(kMax << Lo);
 

@@ -73,7 +73,8 @@ struct Link {
         for (std::size_t i = 0; i < len; ++i) {
             p[i] = static_cast<std::byte>((seed * 31 + i * 7) & 0xff);
         }
-        const nhi::TxFrame f{tx_pool.iova(slot), static_cast<std::uint32_t>(len), 1, 2, interrupt, slot};
+        const nhi::TxFrame f{
+            tx_pool.iova(slot), static_cast<std::uint32_t>(len), 1, 2, interrupt, slot};
         return tx->post({&f, 1}).posted == 1;
     }
 
@@ -84,7 +85,8 @@ struct Link {
             return false;
         }
         const auto buf = static_cast<unsigned>(c.cookie);
-        bool good = c.length == len && !c.crc_error && !c.overrun && c.sof_pdf == 1 && c.eof_pdf == 2;
+        bool good =
+            c.length == len && !c.crc_error && !c.overrun && c.sof_pdf == 1 && c.eof_pdf == 2;
         const auto* p = rx_pool.data(buf);
         for (std::size_t i = 0; good && i < len; ++i) {
             good = p[i] == static_cast<std::byte>((seed * 31 + i * 7) & 0xff);
@@ -151,14 +153,16 @@ TEST_CASE("batches fill the ring and 4096-byte frames use length 0", "[emu][nhi]
             const auto* d = ab.rx_pool.data(static_cast<unsigned>(got[i].cookie));
             CHECK(d[0] == static_cast<std::byte>(round + i));
             CHECK(d[4095] == static_cast<std::byte>(round + i));
-            refill.push_back({ab.rx_pool.iova(static_cast<unsigned>(got[i].cookie)), got[i].cookie});
+            refill.push_back(
+                {ab.rx_pool.iova(static_cast<unsigned>(got[i].cookie)), got[i].cookie});
         }
         REQUIRE(ab.rx->post(refill).posted == kSize - 1);
         ab.reap_all();
     }
 }
 
-TEST_CASE("control ring carries raw packets; bad CRC is dropped and counted", "[emu][nhi][control]") {
+TEST_CASE("control ring carries raw packets; bad CRC is dropped and counted",
+          "[emu][nhi][control]") {
     Pair p;
     auto ca = take(nhi::ControlRing::create(*p.na));
     auto cb = take(nhi::ControlRing::create(*p.nb));

@@ -19,8 +19,7 @@ namespace tbv::test {
 
 class FakeDevice final : public hw::Device {
 public:
-    explicit FakeDevice(std::uint32_t caps = 3, std::uint16_t vendor = 0x1022)
-        : vendor_(vendor) {
+    explicit FakeDevice(std::uint32_t caps = 3, std::uint16_t vendor = 0x1022) : vendor_(vendor) {
         regs_[hw::nhi::REG_CAPS] = caps;
     }
 

@@ -6,8 +6,8 @@ namespace tbv::test {
 void mark_skipped(const char* reason);
 }  // namespace tbv::test
 
-#define TBV_SKIP(reason)                      \
-    do {                                      \
-        ::tbv::test::mark_skipped(reason);    \
-        return;                               \
+#define TBV_SKIP(reason)                   \
+    do {                                   \
+        ::tbv::test::mark_skipped(reason); \
+        return;                            \
     } while (false)

@@ -57,8 +57,8 @@ TEST_CASE("decode accepts a good packet and rejects every malformed shape", "[un
     auto bad_crc = good;
     bad_crc[5] ^= std::byte{0x40};
     CHECK(ControlRing::decode(0, 1, bad_crc).error() == Errc::crc_mismatch);
-    CHECK(ControlRing::decode(1, 1, good).error() == Errc::malformed);   // SOF must be 0
-    CHECK(ControlRing::decode(0, 0, good).error() == Errc::malformed);   // PDF 0 is not a type
+    CHECK(ControlRing::decode(1, 1, good).error() == Errc::malformed);  // SOF must be 0
+    CHECK(ControlRing::decode(0, 0, good).error() == Errc::malformed);  // PDF 0 is not a type
     CHECK(ControlRing::decode(0, 1, std::span(good).first(14)).error() == Errc::malformed);
     CHECK(ControlRing::decode(0, 1, std::span(good).first(4)).error() == Errc::malformed);
     std::vector<std::byte> huge(260);

@@ -28,8 +28,8 @@ std::unique_ptr<nhi::Nhi> open_nhi(FakeDevice& dev, unsigned vectors = 0) {
 /// Reads the descriptor array of a ring back through the fake IOMMU.
 RingDesc* descs_of(FakeDevice& dev, bool tx, unsigned ring) {
     const std::uint32_t regs = tx ? tx_ring_reg(ring) : rx_ring_reg(ring);
-    const hw::Iova base = std::uint64_t{dev.reg(regs + RING_BASE_HI)} << 32 |
-                          dev.reg(regs + RING_BASE_LO);
+    const hw::Iova base =
+        std::uint64_t{dev.reg(regs + RING_BASE_HI)} << 32 | dev.reg(regs + RING_BASE_LO);
     return reinterpret_cast<RingDesc*>(dev.translate(base));
 }
 
@@ -122,7 +122,7 @@ TEST_CASE("malformed ring configuration is refused and leaks nothing", "[unit][n
     CHECK(nhi::TxRing::create(*n, no_vector).error() == std::errc::invalid_argument);
 
     CHECK(dev.mapping_count() == maps_before);
-    CHECK(dev.writes.size() == writes_before);  // no register touched
+    CHECK(dev.writes.size() == writes_before);           // no register touched
     CHECK(*n->claim_ring(nhi::Direction::rx, 1u) == 1);  // nothing left claimed
 }
 
