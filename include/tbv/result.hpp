@@ -28,6 +28,7 @@ enum class Errc : int {
     link_down,         ///< no cable or the lane is not in CL0
     hop_in_use,        ///< HopID already allocated on that adapter
     not_supported,     ///< the hardware or mode cannot do it
+    router_error,      ///< a router answered with an error packet (USB4 PDF 3) not mapped otherwise
 };
 
 const std::error_category& tbv_category() noexcept;

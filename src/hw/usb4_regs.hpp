@@ -40,6 +40,9 @@ using HDR_RESPONSE = Bit<31>;       ///< DW0: set on everything a router sends t
 /// DW0 [31:22] of a read/write response must be exactly this (Linux check_header).
 inline constexpr std::uint32_t kHdrResponseTag = 0x200;
 using HDR_TAG = Field<31, 22>;
+using HDR_RSVD = Field<30, 22>;  ///< DW0: must be zero
+/// The 54 route-string bits a header carries (6 levels of 8 bits + 6 bits of level 7, ref §5.3).
+inline constexpr std::uint64_t kRouteMask = (std::uint64_t{1} << 54) - 1;
 /// Route bit 63: set on XDomain packets that arrive from a peer (ref §8.1).
 inline constexpr std::uint64_t kRouteFromPeer = std::uint64_t{1} << 63;
 /// Max route depth for USB4 (ref §5.3): 5 hops of 8 bits.
@@ -70,7 +73,8 @@ inline constexpr unsigned kMaxConfigDwords = 60;
 // ---- ref §5.5: error / notification packet (DW2) -------------------------------------------
 using ERR_CODE = Field<7, 0>;
 using ERR_PORT = Field<13, 8>;
-using ERR_PG = Field<31, 30>;  ///< plug-ack type: 2 plug, 3 unplug
+using ERR_RSVD = Field<29, 14>;  ///< must be zero
+using ERR_PG = Field<31, 30>;    ///< plug-ack type: 2 plug, 3 unplug
 
 enum class ErrorCode : std::uint8_t {
     port_not_connected = 0,
@@ -93,9 +97,14 @@ enum class ErrorCode : std::uint8_t {
 };
 inline constexpr std::uint32_t kPgPlug = 2;
 inline constexpr std::uint32_t kPgUnplug = 3;
+/// Codes delivered to the CM's event path rather than to a waiting request (ref §5.5).
+constexpr bool is_async_error(std::uint32_t code) noexcept {
+    return code == 1 || code == 12 || code == 13 || (code >= 32 && code <= 39);
+}
 
 // ---- ref §5.6: hot-plug event (DW2) ----------------------------------------------------------
 using EVT_PORT = Field<5, 0>;
+using EVT_RSVD = Field<30, 6>;  ///< must be zero
 using EVT_UNPLUG = Bit<31>;
 
 // ---- ref §6.1: router space (ROUTER_CS_n = dword n) ------------------------------------------
@@ -249,7 +258,20 @@ inline constexpr unsigned kDmaCredits = 14;
 // ---- ref §8: XDomain ------------------------------------------------------------------------
 using XD_LENGTH = Field<5, 0>;  ///< DW2: dwords after DW2
 using XD_SEQ = Field<28, 27>;
+/// DW2 bits outside length and sequence; zero in everything Linux sends (tb_xdp_fill_header).
+inline constexpr std::uint32_t kXdDw2Rsvd = ~(XD_LENGTH::kMask | XD_SEQ::kMask);
 inline constexpr unsigned kXdHeaderDwords = 8;  ///< route(2), len/seq, protocol UUID(4), type
+// ref §8.2 payload fields (dword values after the 8-dword header).
+using XD_PROP_OFFSET = Field<15, 0>;     ///< PROPERTIES_REQUEST/RESPONSE: offset in dwords
+using XD_PROP_REQ_RSVD = Field<31, 16>;  ///< PROPERTIES_REQUEST: must be zero
+using XD_PROP_TOTAL = Field<31, 16>;     ///< PROPERTIES_RESPONSE: whole block length in dwords
+using XD_LS_SLW = Field<7, 0>;           ///< LINK_STATE_STATUS_RESPONSE: supported widths
+using XD_LS_TLW = Field<15, 8>;          ///<   target width
+using XD_LS_SLS = Field<23, 16>;         ///<   supported speeds
+using XD_LS_TLS = Field<31, 24>;         ///<   target speed
+using XD_LSC_TLW = Field<7, 0>;          ///< LINK_STATE_CHANGE_REQUEST: target width
+using XD_LSC_TLS = Field<15, 8>;         ///<   target speed
+using XD_LSC_RSVD = Field<31, 16>;       ///<   must be zero
 
 /// A UUID as the four host dwords that go on the wire (ref §8.5: bytes little-endian per dword).
 using UuidDwords = std::array<std::uint32_t, 4>;
@@ -290,6 +312,7 @@ enum class PropertyType : std::uint8_t {
     value = 0x76,      ///< 'v'
 };
 using PROP_LENGTH = Field<15, 0>;
+using PROP_RSVD = Field<23, 16>;  ///< must be zero
 using PROP_TYPE = Field<31, 24>;
 inline constexpr unsigned kPropertyEntryDwords = 4;
 

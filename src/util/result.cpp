@@ -22,6 +22,7 @@ public:
             case Errc::link_down: return "link is down";
             case Errc::hop_in_use: return "HopID already in use";
             case Errc::not_supported: return "not supported by this device";
+            case Errc::router_error: return "router answered with an error packet";
         }
         return "unknown tbv error";
     }
