@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+// Subcommands of the tbv command. Each cmd_*.cpp adds its subcommand to the CLI11 app and
+// returns the exit code holder it fills; main.cpp only wires them together.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "tools/usb4_hosts.hpp"
+
+namespace tbv::tools {
+
+/// `tbv list [--json] [--all]`
+void add_list_command(CLI::App& app, int& exit_code);
+/// `tbv bind BDF`, `tbv unbind BDF` (hidden --any-device for test devices)
+void add_bind_commands(CLI::App& app, int& exit_code);
+
+/// The text or JSON `tbv list` prints (exposed for tests).
+std::string render_list(const std::vector<HostReport>& hosts, bool json);
+
+}  // namespace tbv::tools

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: Apache-2.0
+// The tbv command: list USB4 host interfaces, bind/unbind them to vfio-pci.
+#include <CLI/CLI.hpp>
+
+#include "tools/commands.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"tbv: RDMA verbs over USB4/Thunderbolt from userspace"};
+    app.require_subcommand(1);
+    int exit_code = 0;
+    tbv::tools::add_list_command(app, exit_code);
+    tbv::tools::add_bind_commands(app, exit_code);
+    CLI11_PARSE(app, argc, argv);
+    return exit_code;
+}
