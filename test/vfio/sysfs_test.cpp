@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// sysfs parsing over a fake tree: addresses, IDs, class, driver, IOMMU group and members.
+#include "catch.hpp"
+#include "fake_sysfs.hpp"
+#include "vfio/pci_sysfs.hpp"
+
+namespace sysfs = tbv::vfio::sysfs;
+
+TEST_CASE("normalize_bdf accepts full and short PCI addresses only") {
+    CHECK(sysfs::normalize_bdf("0000:C4:00.5") == std::optional<std::string>("0000:c4:00.5"));
+    CHECK(sysfs::normalize_bdf("00:0d.2") == std::optional<std::string>("0000:00:0d.2"));
+    CHECK_FALSE(sysfs::normalize_bdf("0000:00:0d.8"));
+    CHECK_FALSE(sysfs::normalize_bdf("00:0d"));
+    CHECK_FALSE(sysfs::normalize_bdf("../../etc"));
+    CHECK_FALSE(sysfs::normalize_bdf(""));
+}
+
+TEST_CASE("read_function reads IDs, class, driver and IOMMU group from sysfs") {
+    tbv::test::FakeSysfs fake;
+    fake.add("0000:00:0d.2", 0x8086, 0xa73e, 0x0c0340, "thunderbolt", 7);
+    fake.add("0000:00:0d.3", 0x8086, 0xa76d, 0x0c0340, "", 7);
+    fake.add("0000:00:02.0", 0x1234, 0x1111, 0x030000, "", -1);
+
+    CHECK(sysfs::pci_devices().size() == 3);
+    auto f = sysfs::read_function("0000:00:0d.2");
+    REQUIRE(f);
+    CHECK(f->vendor == 0x8086);
+    CHECK(f->device == 0xa73e);
+    CHECK(f->class_code == 0x0c0340);
+    CHECK(f->driver == "thunderbolt");
+    CHECK(f->driver_override.empty());
+    REQUIRE(f->iommu_group);
+    CHECK(*f->iommu_group == 7);
+    CHECK(f->group_members == std::vector<std::string>{"0000:00:0d.2", "0000:00:0d.3"});
+    auto g = sysfs::read_function("0000:00:02.0");
+    REQUIRE(g);
+    CHECK_FALSE(g->iommu_group);
+    CHECK(g->driver.empty());
+    CHECK_FALSE(sysfs::read_function("0000:00:1f.0"));
+    CHECK(sysfs::iommu_present());
+}
