@@ -45,6 +45,12 @@ public:
     /// receive() on any NHI, `from` included (a loopback); it must not write registers of `from`
     /// (that could re-enter the locked TX ring) and should not block.
     virtual void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept = 0;
+
+    /// Called from `from.poll()` (every driver ring poll) with no NHI lock held: the fabric's
+    /// chance to run timed work (link training, event re-sends) and to take in frames that
+    /// arrived from outside (a shared-memory cable). Same rules as transmit(); may call
+    /// from.receive().
+    virtual void poll(EmuNhi& from) noexcept { (void)from; }
 };
 
 /// Test fabric: ring N of `a` <-> ring N of `b`, both directions, frames delivered synchronously

@@ -277,15 +277,20 @@ Result<void> EmuNhi::reset() {
 
 void EmuNhi::poll() noexcept {
     // Called on every driver poll: one relaxed load when nothing was held back.
-    if (kicks_pending_.load(std::memory_order_relaxed) == 0) {
-        return;
-    }
-    for (unsigned i = 0; i < hop_count_; ++i) {
-        TxRingState& r = tx_[i];
-        std::lock_guard lk(r.mu);
-        if (r.kick_pending) {
-            run_tx_locked(i, r);
+    if (kicks_pending_.load(std::memory_order_relaxed) != 0) {
+        for (unsigned i = 0; i < hop_count_; ++i) {
+            TxRingState& r = tx_[i];
+            std::lock_guard lk(r.mu);
+            if (r.kick_pending) {
+                run_tx_locked(i, r);
+            }
         }
+    }
+    // The fabric's timed work (router timers, a shared-memory cable's inbox) runs here, with no
+    // ring lock held, so it may deliver into this NHI's RX rings.
+    std::shared_lock lk(fabric_poll_mu_);
+    if (Fabric* const f = fabric_.load(std::memory_order_acquire)) {
+        f->poll(*this);
     }
 }
 
@@ -293,6 +298,10 @@ void EmuNhi::poll() noexcept {
 
 void EmuNhi::attach(Fabric* fabric) noexcept {
     fabric_.store(fabric, std::memory_order_release);
+    {
+        // Waits out a poll() still inside the previous fabric.
+        std::unique_lock lk(fabric_poll_mu_);
+    }
     // TX engines load the pointer under their ring lock: taking each lock once waits out any
     // engine that may still be using the previous fabric.
     for (unsigned i = 0; i < hop_count_; ++i) {

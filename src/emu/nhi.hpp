@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -77,8 +78,9 @@ public:
 
     // ---- fabric side ----
     /// Sends this NHI's TX frames to `fabric` (nullptr detaches: frames are then dropped and
-    /// counted). Returns after no TX engine of this NHI is still inside the previous fabric. Not
-    /// to be called from inside Fabric::transmit.
+    /// counted) and lets poll() call its Fabric::poll. Returns after no TX engine and no poll() of
+    /// this NHI is still inside the previous fabric. Not to be called from inside
+    /// Fabric::transmit or Fabric::poll.
     void attach(Fabric* fabric) noexcept;
     Fabric* fabric() const noexcept { return fabric_.load(std::memory_order_acquire); }
     /// Delivers a frame into RX ring `ring` (ref §12.3 RX). Called by a fabric, from any thread.
@@ -123,6 +125,8 @@ private:
     std::atomic<bool> gone_{false};
     Iommu iommu_;
     std::atomic<Fabric*> fabric_{nullptr};
+    /// Held shared by poll() while it is inside Fabric::poll, exclusively by attach().
+    mutable std::shared_mutex fabric_poll_mu_;
     std::unique_ptr<TxRingState[]> tx_;
     std::unique_ptr<RxRingState[]> rx_;
     /// TX rings with a doorbell held back by bus mastering off; lets poll() skip the scan.
