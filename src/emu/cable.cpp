@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "emu/cable.hpp"
+
+#include <array>
+#include <cstring>
+
+#include "emu/router.hpp"
+#include "hw/nhi_regs.hpp"
+
+namespace tbv::emu {
+
+Cable::Cable(Router& a, unsigned a_port, Router& b, unsigned b_port, bool plugged,
+             const Clock* clock)
+    : a_(a),
+      b_(b),
+      a_port_(a_port),
+      b_port_(b_port),
+      clock_(clock != nullptr ? *clock : Clock::steady()),
+      ends_{End(*this, 0), End(*this, 1)} {
+    a_.connect_port(a_port_, &ends_[0]);
+    b_.connect_port(b_port_, &ends_[1]);
+    if (plugged) {
+        plug();
+    }
+}
+
+Cable::~Cable() {
+    plugged_.store(false, std::memory_order_release);
+    a_.disconnect_port(a_port_);
+    b_.disconnect_port(b_port_);
+}
+
+void Cable::End::bind(CableSink* s, unsigned p) noexcept {
+    port.store(p, std::memory_order_relaxed);
+    sink.store(s, std::memory_order_release);
+}
+
+void Cable::End::send(const WirePacket& p) noexcept {
+    cable_.carry(side_, p);
+}
+
+void Cable::notify() noexcept {
+    for (const End& e : ends_) {
+        if (CableSink* s = e.sink.load(std::memory_order_acquire)) {
+            s->cable_changed(e.port.load(std::memory_order_relaxed));
+        }
+    }
+}
+
+void Cable::plug() noexcept {
+    replug_pending_.store(false, std::memory_order_release);
+    if (!plugged_.exchange(true, std::memory_order_acq_rel)) {
+        notify();
+    }
+}
+
+void Cable::unplug() noexcept {
+    replug_pending_.store(false, std::memory_order_release);
+    if (plugged_.exchange(false, std::memory_order_acq_rel)) {
+        notify();
+    }
+}
+
+void Cable::unplug_for(std::chrono::nanoseconds d) noexcept {
+    unplug();
+    replug_at_.store((clock_.now() + d).count(), std::memory_order_relaxed);
+    replug_pending_.store(true, std::memory_order_release);
+}
+
+void Cable::check_replug() noexcept {
+    if (!replug_pending_.load(std::memory_order_acquire) ||
+        clock_.now().count() < replug_at_.load(std::memory_order_relaxed)) {
+        return;
+    }
+    if (replug_pending_.exchange(false, std::memory_order_acq_rel)) {
+        plug();
+    }
+}
+
+void Cable::set_faults(const FaultConfig& f) {
+    std::lock_guard lk(mu_);
+    faults_ = f;
+    any_faults_ = f.ctl_drop > 0 || f.ctl_corrupt > 0 || f.data_drop > 0 || f.data_dup > 0 ||
+                  f.data_corrupt > 0;
+    rng_.seed(f.seed);
+}
+
+CableStats Cable::stats() const {
+    std::lock_guard lk(mu_);
+    return stats_;
+}
+
+bool Cable::roll(double p) noexcept {
+    return p > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < p;
+}
+
+void Cable::carry(unsigned from_side, const WirePacket& p) noexcept {
+    const End& to = ends_[1 - from_side];
+    CableSink* const sink = to.sink.load(std::memory_order_acquire);
+    const unsigned port = to.port.load(std::memory_order_relaxed);
+    bool drop = false, dup = false, corrupt = false;
+    {
+        std::lock_guard lk(mu_);
+        if (!plugged() || sink == nullptr) {
+            ++stats_.unplugged_drops;
+            return;
+        }
+        if (any_faults_ && p.kind == WireKind::control) {
+            drop = roll(faults_.ctl_drop);
+            corrupt = !drop && roll(faults_.ctl_corrupt);
+        } else if (any_faults_ && p.kind == WireKind::data) {
+            drop = roll(faults_.data_drop);
+            corrupt = !drop && roll(faults_.data_corrupt);
+            dup = !drop && roll(faults_.data_dup);
+        }
+        if (drop) {
+            ++stats_.dropped;
+            return;
+        }
+        stats_.corrupted += corrupt ? 1 : 0;
+        stats_.duplicated += dup ? 1 : 0;
+        const std::uint64_t n = dup ? 2 : 1;
+        switch (p.kind) {
+            case WireKind::control: stats_.control += n; break;
+            case WireKind::data: stats_.data += n; break;
+            case WireKind::status: stats_.status += n; break;
+        }
+    }
+    if (corrupt && !p.data.empty()) {
+        // A bit error on the way, on a private copy (frames are at most 4096 bytes).
+        std::array<std::byte, hw::nhi::kMaxFrameSize> bad;
+        const std::size_t n = std::min(p.data.size(), bad.size());
+        std::memcpy(bad.data(), p.data.data(), n);
+        bad[n / 2] ^= std::byte{0x10};
+        WirePacket q = p;
+        q.data = std::span<const std::byte>(bad.data(), n);
+        q.crc_error = q.kind == WireKind::data;
+        sink->cable_receive(port, q);
+        if (dup) {
+            sink->cable_receive(port, q);
+        }
+        return;
+    }
+    sink->cable_receive(port, p);
+    if (dup) {
+        sink->cable_receive(port, p);
+    }
+}
+
+}  // namespace tbv::emu

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "emu/host.hpp"
+
+#include <algorithm>
+
+namespace tbv::emu {
+
+EmuHost::EmuHost(HostConfig cfg) : cfg_(std::move(cfg)) {
+    cfg_.nhis = std::max(cfg_.nhis, 1u);
+    for (unsigned i = 0; i < cfg_.nhis; ++i) {
+        NhiConfig n = cfg_.nhi;
+        n.name = cfg_.name + "." + std::to_string(i);
+        nhis_.push_back(std::make_unique<EmuNhi>(std::move(n)));
+        RouterConfig r = cfg_.router;
+        r.uid = uid(i);
+        r.clock = cfg_.clock;
+        routers_.push_back(std::make_unique<Router>(*nhis_.back(), r));
+    }
+    shm_.resize(usb4_ports());
+}
+
+EmuHost::~EmuHost() {
+    for (unsigned p = 0; p < shm_.size(); ++p) {
+        close_shm_cable(p);
+    }
+    routers_.clear();  // detach from the NHIs before they go
+    nhis_.clear();
+}
+
+hw::usb4::UuidDwords EmuHost::uuid(unsigned i) const noexcept {
+    const std::uint64_t u = uid(i);
+    return {static_cast<std::uint32_t>(u), static_cast<std::uint32_t>(u >> 32), 0xffffffffu,
+            0xffffffffu};
+}
+
+std::unique_ptr<Cable> EmuHost::connect(EmuHost& a, unsigned a_port, EmuHost& b, unsigned b_port,
+                                        bool plugged) {
+    return std::make_unique<Cable>(a.router_of_port(a_port), a.local_port(a_port),
+                                   b.router_of_port(b_port), b.local_port(b_port), plugged,
+                                   a.cfg_.clock);
+}
+
+Result<void> EmuHost::open_shm_cable(unsigned port, const std::string& name, ShmCableConfig cfg) {
+    if (port >= shm_.size()) {
+        return fail(std::errc::invalid_argument);
+    }
+    close_shm_cable(port);
+    if (cfg.clock == nullptr) {
+        cfg.clock = cfg_.clock;
+    }
+    auto end = ShmCable::open(name, std::move(cfg));
+    if (!end) {
+        return Failure{end.error()};
+    }
+    shm_[port] = std::move(*end);
+    router_of_port(port).connect_port(local_port(port), shm_[port].get());
+    return ok();
+}
+
+ShmCable* EmuHost::shm_cable(unsigned port) noexcept {
+    return port < shm_.size() ? shm_[port].get() : nullptr;
+}
+
+void EmuHost::close_shm_cable(unsigned port) noexcept {
+    if (port < shm_.size() && shm_[port]) {
+        router_of_port(port).disconnect_port(local_port(port));
+        shm_[port].reset();
+    }
+}
+
+}  // namespace tbv::emu

@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+// ShmCable: one end of a USB4 cable between two processes, through a file in /dev/shm named
+// after the cable (/dev/shm/tbv-cable-<name>). The first two processes to open it take ends a and
+// b (or ask for one). Each direction has two single-producer single-consumer rings of fixed-size
+// slots: control (packets ≤ 256 bytes, link status) and data (frames ≤ 4096 bytes); indices are
+// 64-bit counters accessed with acquire/release through std::atomic_ref, so the file needs no
+// construction beyond being zero-filled.
+//
+// Nothing runs on its own: received packets are handed to the bound router when the local side
+// polls (EmuNhi::poll → Router::poll → ShmCable::poll). Peer liveness is checked in poll at most
+// every `liveness_interval`: a pid that has exited (pidfd when available, else kill(pid, 0)), an
+// end that was closed, or a heartbeat counter that stopped moving for `heartbeat_timeout` mean the
+// peer is gone and the router sees the link drop; a peer that opens the end again (new generation)
+// is seen as a replug. The file is removed when the second end closes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "emu/clock.hpp"
+#include "emu/wire.hpp"
+#include "tbv/result.hpp"
+
+namespace tbv::emu {
+
+enum class ShmSide : std::uint8_t { any, a, b };
+
+struct ShmCableConfig {
+    ShmSide side = ShmSide::any;
+    std::string dir = "/dev/shm";
+    std::chrono::nanoseconds liveness_interval = std::chrono::milliseconds(10);
+    /// 0 disables the heartbeat check (pid liveness still applies).
+    std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(5);
+    const Clock* clock = nullptr;
+};
+
+struct ShmCableStats {
+    std::uint64_t sent = 0;
+    std::uint64_t received = 0;
+    std::uint64_t full_drops = 0;      ///< the peer's queue was full
+    std::uint64_t oversize_drops = 0;  ///< larger than a slot
+    std::uint64_t peer_losses = 0;     ///< peer seen gone (death, close, restart)
+    std::uint64_t peer_arrivals = 0;
+};
+
+class ShmCable final : public CableEnd {
+public:
+    /// Opens (creating if needed) the cable file and takes an end. Errc-style failures: the file
+    /// cannot be created or mapped, has a foreign layout, or both ends are held by live processes
+    /// (std::errc::device_or_resource_busy).
+    static Result<std::unique_ptr<ShmCable>> open(const std::string& name, ShmCableConfig cfg = {});
+    ~ShmCable() override;
+    ShmCable(const ShmCable&) = delete;
+    ShmCable& operator=(const ShmCable&) = delete;
+
+    unsigned side() const noexcept { return side_; }  ///< 0 = a, 1 = b
+    const std::string& path() const noexcept { return path_; }
+    ShmCableStats stats() const;
+
+    // ---- CableEnd ----
+    void bind(CableSink* sink, unsigned port) noexcept override;
+    void send(const WirePacket& p) noexcept override;
+    bool peer_present() const noexcept override { return present_.load(std::memory_order_acquire); }
+    void poll() noexcept override;
+
+    struct Layout;  ///< the file's contents (shm_cable.cpp)
+
+private:
+    ShmCable(std::string path, ShmCableConfig cfg, int fd, Layout* map, unsigned side) noexcept;
+    void check_peer(Clock::Duration now) noexcept;
+    bool process_alive(pid_t pid) noexcept;
+    void discard_incoming() noexcept;
+    void notify() noexcept;
+    unsigned drain() noexcept;
+
+    const std::string path_;
+    const ShmCableConfig cfg_;
+    const Clock& clock_;
+    int fd_ = -1;
+    Layout* map_ = nullptr;
+    const unsigned side_;
+
+    std::atomic<CableSink*> sink_{nullptr};
+    std::atomic<unsigned> port_{0};
+    std::atomic<bool> present_{false};
+
+    std::mutex send_mu_;  ///< one producer per queue within this process
+    std::mutex poll_mu_;  ///< one consumer; also guards the liveness state below
+    Clock::Duration next_check_{0};
+    pid_t peer_pid_ = 0;
+    int peer_pidfd_ = -1;
+    std::uint32_t peer_gen_ = 0;
+    std::uint64_t peer_hb_ = 0;
+    Clock::Duration peer_hb_at_{0};
+
+    mutable std::mutex stats_mu_;
+    ShmCableStats stats_{};
+};
+
+}  // namespace tbv::emu
