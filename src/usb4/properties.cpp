@@ -142,8 +142,7 @@ std::size_t format_dir(const PropertyDir& d, bool root, std::size_t start,
     return dir_at;
 }
 
-// ---- parsing
-// -------------------------------------------------------------------------------------
+// ---- parsing ------------------------------------------------------------------------------------
 
 struct Range {
     std::size_t begin, end;  ///< [begin, end)
@@ -262,8 +261,7 @@ std::uint32_t value_or(const PropertyDir& d, std::string_view key, std::uint32_t
 
 }  // namespace
 
-// ---- PropertyDir
-// ---------------------------------------------------------------------------------
+// ---- PropertyDir --------------------------------------------------------------------------------
 
 const Property* PropertyDir::find(std::string_view key, PropertyType type) const noexcept {
     for (const auto& e : entries) {
@@ -307,8 +305,7 @@ PropertyDir& PropertyDir::add_dir(std::string key, PropertyDir dir) {
     return *this;
 }
 
-// ---- block codec
-// ---------------------------------------------------------------------------------
+// ---- block codec --------------------------------------------------------------------------------
 
 Result<std::vector<std::uint32_t>> encode_properties(const PropertyDir& root) {
     Sizer s;
@@ -337,8 +334,7 @@ Result<PropertyDir> parse_properties(std::span<const std::uint32_t> block) {
     return root;
 }
 
-// ---- host description
-// ----------------------------------------------------------------------------
+// ---- host description ---------------------------------------------------------------------------
 
 ServiceInfo tbverbs_service(std::uint32_t settings) {
     ServiceInfo s;
@@ -412,8 +408,7 @@ Result<HostInfo> read_host_directory(const PropertyDir& root) {
     return h;
 }
 
-// ---- chunks
-// ---------------------------------------------------------------------------------------
+// ---- chunks -------------------------------------------------------------------------------------
 
 std::optional<std::span<const std::uint32_t>> property_chunk(std::span<const std::uint32_t> block,
                                                              unsigned offset) noexcept {

@@ -30,6 +30,7 @@ constexpr std::uint32_t kDir20 = 0x44000014;  // type 'D', length 4 + 4·4
 /// 7 entries at 2..29, "Intel Corp." at 30..32, "host" at 33..34, one padding dword at 35, the
 /// network directory (UUID + 4 entries) at 36..55.
 std::vector<std::uint32_t> linux_block() {
+    // clang-format off
     return {
         0x55584401, 28,
         // vendorid 'v' 0x8086
@@ -53,12 +54,13 @@ std::vector<std::uint32_t> linux_block() {
         // 35: padding
         0,
         // 36: network directory UUID c66189ca-1cce-4195-bdb8-49592e5f5a4f (ref §8.5)
-        0xca8961c6, 0x9541ce1c, 0x5949b8bd, 0x4f5a5f2e, 0x70727463, 0x69640000, kValue,
-        1,                                  // prtcid
+        0xca8961c6, 0x9541ce1c, 0x5949b8bd, 0x4f5a5f2e,
+        0x70727463, 0x69640000, kValue, 1,  // prtcid
         0x70727463, 0x76657273, kValue, 1,  // prtcvers
         0x70727463, 0x72657673, kValue, 1,  // prtcrevs
         0x70727463, 0x73746e73, kValue, 2,  // prtcstns
     };
+    // clang-format on
 }
 
 HostInfo linux_host() {
