@@ -16,6 +16,7 @@
 //     replaced by the local route of that adapter (its number, at depth 0) | bit 63 (ref §8.1).
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <variant>
 #include <vector>
 
@@ -186,17 +187,22 @@ void Router::control_from_nhi(const FrameView& frame, Time now, Outbox& out) {
             }
             const auto space = static_cast<Space>(ADDR_SPACE::get(addr));
             const unsigned adapter = ADDR_PORT::get(addr);
+            // What the write sets off (events of a port reset, link status to the peer) goes
+            // out after the response: the router answers, then acts on the change.
+            Outbox effects;
             if (auto e = write_space(space, adapter, ADDR_OFFSET::get(addr),
-                                     std::span<const std::uint32_t>(&p.dw[3], len), now, out)) {
+                                     std::span<const std::uint32_t>(&p.dw[3], len), now, effects)) {
                 reply_error(route, *e, adapter, out);
-                return;
+            } else {
+                ++ctr_.writes;
+                const auto h = response_header(route);
+                out.nhi.push_back(
+                    {static_cast<unsigned>(Pdf::read),
+                     {h[0], h[1],
+                      ADDR_PORT::set(addr, CS1_UPSTREAM::get(router_space_[ROUTER_CS_1]))}});
             }
-            ++ctr_.writes;
-            const auto h = response_header(route);
-            out.nhi.push_back(
-                {static_cast<unsigned>(Pdf::read),
-                 {h[0], h[1],
-                  ADDR_PORT::set(addr, CS1_UPSTREAM::get(router_space_[ROUTER_CS_1]))}});
+            std::move(effects.nhi.begin(), effects.nhi.end(), std::back_inserter(out.nhi));
+            std::move(effects.cable.begin(), effects.cable.end(), std::back_inserter(out.cable));
             return;
         }
         case Pdf::error:

@@ -6,11 +6,13 @@
 // Lane model (ref §6.3, §12.4): a lane adapter wants a link when its port has a cable end with a
 // peer present, neither end holds DPR, and neither end disabled that lane (LD). Wanting a link
 // from state 0/7 starts training (state 1); after `training_delay` it reaches CL0 (state 2) with
-// the configured speed and width x1. Losing it gives state 7 (state 0 if LD is set). Events:
-// entering CL0 queues a plug event, leaving the up states an unplug event, for adapters with
-// DHP = 0 only. A newer event for an adapter replaces an unacked older one (the CM learns the
-// latest state). Bonding: both ends request it (LB + target width dual on both lanes, lane 1
-// enabled) and both lanes are up ⇒ after `bonding_delay` both lanes report width x2.
+// the configured speed and width x1, once the far end has finished training that lane too
+// (PortStatus::laneN_trained): both ends reach CL0 together, even in two processes. Losing it gives
+// state 7 (state 0 if LD is set). Events: entering CL0 queues a plug event, leaving the up states
+// an unplug event, for adapters with DHP = 0 only. A newer event for an adapter replaces an unacked
+// older one (the CM learns the latest state). Bonding: both ends request it (LB + target width dual
+// on both lanes, lane 1 enabled) and both lanes are up ⇒ after `bonding_delay` both lanes report
+// width x2.
 #include "emu/router.hpp"
 
 #include <algorithm>
@@ -105,6 +107,7 @@ void Router::cable_receive(unsigned port, const WirePacket& p) noexcept {
                 std::lock_guard lk(mu_);
                 if (port < ports_.size()) {
                     const Time t = now();
+                    advance(t, out);  // our own training may be due: answer with it
                     ports_[port].peer = p.status;
                     refresh_port(port, t, out);
                 }
@@ -185,6 +188,8 @@ PortStatus Router::local_status(unsigned port) const {
     s.bond_request = LANE1_LB::get(lane_cs1(l0)) != 0 &&
                      LANE1_TARGET_WIDTH::get(lane_cs1(l0)) == kTargetWidthDual &&
                      LANE1_TARGET_WIDTH::get(lane_cs1(l1)) == kTargetWidthDual && s.lane1_enabled;
+    s.lane0_trained = l0.trained;
+    s.lane1_trained = l1.trained;
     return s;
 }
 
@@ -204,13 +209,18 @@ void Router::refresh_port(unsigned port, Time t, Outbox& out) {
         const bool ld = LANE1_LD::get(lane_cs1(a)) != 0;
         const bool peer_enabled = l == 0 ? pt.peer.lane0_enabled : pt.peer.lane1_enabled;
         const auto state = static_cast<LaneState>(LANE1_STATE::get(lane_cs1(a)));
+        const bool peer_trained = l == 0 ? pt.peer.lane0_trained : pt.peer.lane1_trained;
         if (link && !ld && peer_enabled) {
             if (state == LaneState::disabled || state == LaneState::unplugged) {
                 set_lane_state(a, LaneState::training, t, out);
+                a.trained = false;
                 a.train_until = t + cfg_.training_delay;
                 next_due_ = std::min(next_due_, a.train_until);
+            } else if (state == LaneState::training && a.trained && peer_trained) {
+                set_lane_state(a, LaneState::cl0, t, out);
             }
         } else {
+            a.trained = false;
             const LaneState target = ld ? LaneState::disabled : LaneState::unplugged;
             if (state != target) {
                 set_lane_state(a, target, t, out);
@@ -288,8 +298,8 @@ void Router::advance(Time t, Outbox& out) {
     for (Adapter& a : adapters_) {
         if (a.lane &&
             LANE1_STATE::get(lane_cs1(a)) == static_cast<std::uint32_t>(LaneState::training)) {
-            if (t >= a.train_until) {
-                set_lane_state(a, LaneState::cl0, t, out);
+            if (!a.trained && t >= a.train_until) {
+                a.trained = true;  // CL0 once the far end has trained too (refresh_port)
                 trained[a.port] = true;
             } else {
                 next_due_ = std::min(next_due_, a.train_until);
@@ -310,7 +320,7 @@ void Router::advance(Time t, Outbox& out) {
     for (unsigned p = 0; p < ports_.size(); ++p) {
         Port& pt = ports_[p];
         if (trained[p]) {
-            refresh_port(p, t, out);  // a lane came up: bonding may start now
+            refresh_port(p, t, out);  // tell the peer; CL0 if it is done too
         }
         if (pt.bond_at) {
             if (t >= *pt.bond_at) {

@@ -175,6 +175,7 @@ private:
         unsigned port = 0;
         unsigned lane_index = 0;
         Time train_until{};
+        bool trained = false;  ///< local training done; CL0 once the peer's lane is too
     };
     struct Port {
         CableEnd* end = nullptr;

@@ -92,8 +92,9 @@ bool push(Q& q, const WirePacket& p) noexcept {
     s.h.eof = static_cast<std::uint8_t>(p.eof_pdf);
     s.h.crc_error = p.crc_error ? 1 : 0;
     s.h.st_reset = p.status.in_reset ? 1 : 0;
-    s.h.st_lanes = static_cast<std::uint8_t>((p.status.lane0_enabled ? 1 : 0) |
-                                             (p.status.lane1_enabled ? 2 : 0));
+    s.h.st_lanes = static_cast<std::uint8_t>(
+        (p.status.lane0_enabled ? 1 : 0) | (p.status.lane1_enabled ? 2 : 0) |
+        (p.status.lane0_trained ? 4 : 0) | (p.status.lane1_trained ? 8 : 0));
     s.h.st_bond = p.status.bond_request ? 1 : 0;
     if (!p.data.empty()) {
         std::memcpy(s.data, p.data.data(), p.data.size());
@@ -121,6 +122,8 @@ unsigned pop(Q& q, unsigned budget, F&& deliver) noexcept {
         p.status.in_reset = s.h.st_reset != 0;
         p.status.lane0_enabled = (s.h.st_lanes & 1) != 0;
         p.status.lane1_enabled = (s.h.st_lanes & 2) != 0;
+        p.status.lane0_trained = (s.h.st_lanes & 4) != 0;
+        p.status.lane1_trained = (s.h.st_lanes & 8) != 0;
         p.status.bond_request = s.h.st_bond != 0;
         p.data = std::span<const std::byte>(s.data, len);
         if (p.kind == WireKind::control || p.kind == WireKind::data || p.kind == WireKind::status) {

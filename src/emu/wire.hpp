@@ -20,10 +20,12 @@ enum class WireKind : std::uint8_t {
 /// electrical layer (training, lane disable, bonding negotiation, port reset), which the reference
 /// does not describe below the register level.
 struct PortStatus {
-    bool in_reset = false;      ///< PORT_CS_19.DPR held: the link is down
-    bool lane0_enabled = true;  ///< not LD
-    bool lane1_enabled = true;  ///< not LD
-    bool bond_request = false;  ///< LB + target width dual on both lanes, lane 1 enabled
+    bool in_reset = false;       ///< PORT_CS_19.DPR held: the link is down
+    bool lane0_enabled = true;   ///< not LD
+    bool lane1_enabled = true;   ///< not LD
+    bool bond_request = false;   ///< LB + target width dual on both lanes, lane 1 enabled
+    bool lane0_trained = false;  ///< this end finished training lane 0 (CL0 needs both ends)
+    bool lane1_trained = false;
     friend bool operator==(const PortStatus&, const PortStatus&) = default;
 };
 

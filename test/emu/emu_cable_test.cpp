@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: Apache-2.0
+// Cables between emulated hosts: the shared-memory cable within one process (deterministic, manual
+// clock) and between two processes (fork: the child is host B, answering XDomain requests and
+// acking events through its own ring driver). Killing the child must show up at the parent as a
+// link-down: unplug event and lane state 7. Every wait is a bounded loop with a generous deadline.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "router_fixture.hpp"
+
+using namespace tbv;
+using namespace tbv::router_test;
+using emu::EmuHost;
+using emu::HostConfig;
+using emu::ManualClock;
+
+namespace {
+
+constexpr unsigned kLane0 = 2;
+
+std::string unique_name(const char* what) {
+    return std::string(what) + "-" + std::to_string(::getpid());
+}
+
+std::string shm_path(const std::string& name) {
+    return "/dev/shm/tbv-cable-" + name;
+}
+
+}  // namespace
+
+TEST_CASE("shared-memory cable in one process: link, XDomain error, forwarding, close",
+          "[emu][cable][shm]") {
+    ManualClock clk;
+    HostConfig ca;
+    ca.name = "a";
+    ca.uid = 0xa;
+    ca.clock = &clk;
+    HostConfig cb = ca;
+    cb.name = "b";
+    cb.uid = 0xb;
+    const std::string name = unique_name("inproc");
+    auto a = std::make_unique<EmuHost>(ca);
+    auto b = std::make_unique<EmuHost>(cb);
+    Cm cma(a->nhi()), cmb(b->nhi());
+    cma.enable_lanes(kLane0, 2);
+    cmb.enable_lanes(kLane0, 2);
+    REQUIRE(a->open_shm_cable(0, name));
+    REQUIRE(b->open_shm_cable(0, name));
+    CHECK(a->shm_cable(0)->side() == 0);
+    CHECK(b->shm_cable(0)->side() == 1);
+    CHECK(std::filesystem::exists(shm_path(name)));
+    // A third opener finds both ends taken by a live process.
+    CHECK_FALSE(emu::ShmCable::open(name));
+
+    // First polls see the peer; training, then CL0 and plug events on both sides.
+    a->router().poll();
+    b->router().poll();
+    a->router().poll();
+    CHECK(a->router().lane_state(kLane0) == LaneState::training);
+    clk.advance(10ms);
+    for (int i = 0; i < 3; ++i) {
+        a->router().poll();
+        b->router().poll();
+    }
+    CHECK(a->router().lane_state(kLane0) == LaneState::cl0);
+    CHECK(b->router().lane_state(kLane0) == LaneState::cl0);
+    for (Cm* cm : {&cma, &cmb}) {
+        for (int i = 0; i < 2; ++i) {
+            const auto ev = cm->expect(Pdf::event);
+            cm->ack(EVT_PORT::get(ev.dwords[2]), false);
+        }
+    }
+
+    // The packet waits in shared memory until B polls (Cm::recv polls both rings 0 here).
+    cma.read_req(2, Space::router, 0, 0, 1);
+    CHECK(cmb.quiet());  // B's poll forwards the error back into the queue
+    CHECK(cma.expect_error() == static_cast<unsigned>(ErrorCode::loop));
+    cma.send(Pdf::xdomain_req, {0, 2, XD_LENGTH::make(1), 0xfeed});
+    const auto got = cmb.expect(Pdf::xdomain_req);
+    CHECK(rx_route(got.dwords[0], got.dwords[1]) == (kRouteFromPeer | 2));
+    CHECK(got.dwords[3] == 0xfeed);
+
+    // Data both ways over the shared memory.
+    Rail ra(*cma.nhi, 1), rb(*cmb.nhi, 1);
+    cma.write(Space::path, 1, 2, path_entry(kLane0, 8, 0));
+    cma.write(Space::path, kLane0, 18, path_entry(1, 1, 14));
+    cmb.write(Space::path, 1, 2, path_entry(kLane0, 9, 0));
+    cmb.write(Space::path, kLane0, 16, path_entry(1, 1, 14));
+    ra.send(4096, 1);
+    rb.send(77, 2);
+    std::optional<bool> ga, gb;
+    for (int i = 0; i < 100 && !(ga && gb); ++i) {
+        if (!gb) {
+            gb = rb.recv(4096, 1);
+        }
+        if (!ga) {
+            ga = ra.recv(77, 2);
+        }
+    }
+    CHECK(ga == std::optional<bool>(true));
+    CHECK(gb == std::optional<bool>(true));
+
+    // B closes its end: A sees the peer gone at its next liveness check.
+    b->close_shm_cable(0);
+    clk.advance(10ms);
+    a->router().poll();
+    CHECK(a->router().lane_state(kLane0) == LaneState::unplugged);
+    CHECK(EVT_UNPLUG::get(cma.expect(Pdf::event).dwords[2]) == 1);
+    CHECK(std::filesystem::exists(shm_path(name)));
+    // B comes back: a replug.
+    REQUIRE(b->open_shm_cable(0, name));
+    for (int i = 0; i < 4; ++i) {
+        clk.advance(10ms);
+        a->router().poll();
+        b->router().poll();
+    }
+    CHECK(a->router().lane_state(kLane0) == LaneState::cl0);
+    a->close_shm_cable(0);
+    b->close_shm_cable(0);
+    CHECK_FALSE(std::filesystem::exists(shm_path(name)));  // the last end out removes it
+}
+
+namespace {
+
+/// Host B in the child process: acks events, answers XDomain requests by echoing their payload
+/// back as PDF 7. No Catch macros here: failures exit with a code the parent checks.
+[[noreturn]] void child_host(const std::string& name, pid_t parent) {
+    HostConfig cfg;
+    cfg.name = "child";
+    cfg.uid = 0xc;
+    auto host = std::make_unique<EmuHost>(cfg);
+    auto dev = nhi::Nhi::open(host->nhi());
+    if (!dev) {
+        ::_exit(3);
+    }
+    auto ctl = nhi::ControlRing::create(**dev);
+    if (!ctl) {
+        ::_exit(4);
+    }
+    auto& cr = **ctl;
+    // Unlock lane 2 and enable hot plug: only LCK and DHP are writable in these dwords.
+    const auto h = route_header(0);
+    (void)cr.send(
+        2, std::vector<std::uint32_t>{h[0], h[1], addr(Space::adapter, 2, ADP_CS_4, 2), 0, 0});
+    if (!host->open_shm_cable(0, name)) {
+        ::_exit(5);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline && ::getppid() == parent) {
+        while (auto p = cr.receive()) {
+            if (p->pdf == static_cast<unsigned>(Pdf::event)) {
+                (void)cr.send(3,
+                              std::vector<std::uint32_t>{
+                                  h[0], h[1],
+                                  ERR_CODE::make(7) | ERR_PORT::make(EVT_PORT::get(p->dwords[2])) |
+                                      ERR_PG::make(EVT_UNPLUG::get(p->dwords[2]) ? 3 : 2)});
+            } else if (p->pdf == static_cast<unsigned>(Pdf::xdomain_req)) {
+                std::vector<std::uint32_t> r(p->dwords.begin(), p->dwords.begin() + p->dword_count);
+                r[0] = 0;
+                r[1] = p->dwords[1];  // our route back: the ingress adapter
+                (void)cr.send(7, r);
+            }
+        }
+        std::this_thread::sleep_for(100us);
+    }
+    ::_exit(0);
+}
+
+/// Polls `cm` until a packet of type `pdf` arrives or the deadline passes.
+std::optional<nhi::ControlPacket> wait_for(Cm& cm, Pdf pdf, std::chrono::seconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (auto p = cm.ctl->receive()) {
+            if (p->pdf == static_cast<unsigned>(pdf)) {
+                return p;
+            }
+            continue;
+        }
+        std::this_thread::sleep_for(100us);
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("shared-memory cable between two processes; a killed peer is a link-down",
+          "[emu][cable][shm][fork]") {
+    const std::string name = unique_name("fork");
+    const pid_t parent = ::getpid();
+    std::cout.flush();  // nothing buffered may be written twice
+    std::fflush(stdout);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        child_host(name, parent);  // before any assertion: the child reports nothing to Catch
+    }
+    REQUIRE(child > 0);
+    struct Reaper {
+        pid_t pid;
+        ~Reaper() {
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+        }
+    } reaper{child};
+
+    HostConfig cfg;
+    cfg.name = "parent";
+    cfg.uid = 0xa;
+    EmuHost a(cfg);
+    Cm cm(a.nhi());
+    cm.enable_lanes(kLane0, 2);
+    REQUIRE(a.open_shm_cable(0, name));
+
+    auto ev = wait_for(cm, Pdf::event);
+    REQUIRE(ev);
+    CHECK(EVT_UNPLUG::get(ev->dwords[2]) == 0);
+    cm.ack(EVT_PORT::get(ev->dwords[2]), false);
+    CHECK(a.router().lane_state(kLane0) == LaneState::cl0);
+
+    // A config read across: the child's router refuses it (XDomain detected).
+    cm.read_req(2, Space::router, 0, 0, 1);
+    auto err = wait_for(cm, Pdf::error);
+    REQUIRE(err);
+    CHECK(ERR_CODE::get(err->dwords[2]) == static_cast<unsigned>(ErrorCode::loop));
+
+    // An XDomain round trip through the child's CM.
+    const std::vector<std::uint32_t> req{0, 2, XD_LENGTH::make(2), 0x12345678, 0x9abcdef0};
+    cm.send(Pdf::xdomain_req, req);
+    auto resp = wait_for(cm, Pdf::xdomain_resp);
+    REQUIRE(resp);
+    CHECK(rx_route(resp->dwords[0], resp->dwords[1]) == (kRouteFromPeer | kLane0));
+    CHECK(resp->dwords[3] == 0x12345678);
+    CHECK(resp->dwords[4] == 0x9abcdef0);
+
+    // Kill the peer: unplug events and lane state 7 within a bounded time.
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    reaper.pid = -1;
+    bool unplugged = false;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!unplugged && std::chrono::steady_clock::now() < deadline) {
+        if (auto p = cm.ctl->receive()) {
+            unplugged = p->pdf == static_cast<unsigned>(Pdf::event) &&
+                        EVT_PORT::get(p->dwords[2]) == kLane0 && EVT_UNPLUG::get(p->dwords[2]);
+            continue;
+        }
+        std::this_thread::sleep_for(100us);
+    }
+    CHECK(unplugged);
+    CHECK(a.router().lane_state(kLane0) == LaneState::unplugged);
+    CHECK(a.shm_cable(0)->stats().peer_losses == 1);
+    a.close_shm_cable(0);
+    CHECK_FALSE(std::filesystem::exists(shm_path(name)));
+}
