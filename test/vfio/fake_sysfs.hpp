@@ -33,8 +33,8 @@ public:
     }
 
     /// Adds a function; group < 0 means no IOMMU group; driver "" means unbound.
-    void add(const std::string& bdf, std::uint16_t vendor, std::uint16_t device,
-             std::uint32_t cls, const std::string& driver, int group) {
+    void add(const std::string& bdf, std::uint16_t vendor, std::uint16_t device, std::uint32_t cls,
+             const std::string& driver, int group) {
         namespace fs = std::filesystem;
         const fs::path d = root_ / "sys/devices/pci0000:00" / bdf;
         fs::create_directories(d);

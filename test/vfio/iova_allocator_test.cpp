@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // IovaAllocator: respects reported ranges and holes, clips, first fit, exact release only.
-#include "catch.hpp"
 #include "vfio/iova_allocator.hpp"
+
+#include "catch.hpp"
 
 using tbv::vfio::IovaAllocator;
 using tbv::vfio::IovaRange;
@@ -12,8 +13,7 @@ constexpr std::uint64_t kPage = 4096;
 
 TEST_CASE("iova allocator: first fit inside the ranges, never in the MSI hole") {
     // The x86 type1 answer: everything but the MSI window 0xfee00000-0xfeefffff.
-    IovaAllocator a({{0, 0xfedfffffULL}, {0xfef00000ULL, (1ULL << 39) - 1}}, 0xfed00000ULL,
-                    ~0ULL);
+    IovaAllocator a({{0, 0xfedfffffULL}, {0xfef00000ULL, (1ULL << 39) - 1}}, 0xfed00000ULL, ~0ULL);
     auto x = a.allocate(0x100000);  // fills [0xfed00000, 0xfedfffff]
     REQUIRE(x);
     CHECK(*x == 0xfed00000ULL);

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // UAPI layouts of vfio/uapi.hpp against the kernel's documented ABI (include/uapi/linux/iommufd.h
 // and vfio.h of 6.12): sizes, offsets and ioctl numbers must never drift.
+#include "vfio/uapi.hpp"
+
 #include <cstddef>
 
 #include "catch.hpp"
-#include "vfio/uapi.hpp"
 
 TEST_CASE("iommufd UAPI structs have the kernel's layout") {
     STATIC_REQUIRE(sizeof(iommu_destroy) == 8);
