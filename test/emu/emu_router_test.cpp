@@ -3,6 +3,8 @@
 // connection manager will drive it: config spaces laid out like the AMD host (ref §1.4, §12.4),
 // reads and writes, errors, hot-plug events and acks, lanes, DPR, bonding, XDomain detection and
 // forwarding, and DMA frames that flow only along programmed path entries.
+#include <thread>
+
 #include "router_fixture.hpp"
 
 using namespace tbv;
@@ -630,4 +632,65 @@ TEST_CASE("a host with two NHIs: one router each, cabled to one peer", "[emu][ro
     CHECK(c.router().counters().from_peer == 1);  // arrived at host c, not b
     c0.reset();
     c1.reset();
+}
+
+TEST_CASE("two threads drive the two hosts at once through one cable", "[emu][router][threads]") {
+    TwoHosts t;
+    t.bring_up();
+    program_paths(*t.cma, 1, 8, 1, 9);
+    program_paths(*t.cmb, 1, 9, 1, 8);
+    Rail ra(*t.cma->nhi, 1, 64);
+    Rail rb(*t.cmb->nhi, 1, 64);
+    constexpr unsigned kFrames = 2000;
+    // Each thread sends on its own rail, takes in what the other sent and does control reads on
+    // its own ring 0, while the other thread's frames arrive in its rings. No Catch macros in the
+    // threads (Catch is not thread safe): they count and the main thread checks.
+    struct Result {
+        unsigned sent = 0, got = 0, replies = 0;
+        bool error = false;
+    };
+    const auto run = [](Rail& mine, nhi::ControlRing& ctl, Result& r) {
+        const auto h = route_header(0);
+        const std::array<std::uint32_t, 3> read{h[0], h[1], addr(Space::router, 0, 0, 1)};
+        for (unsigned i = 0; i < 200'000 && (r.sent < kFrames || r.got < kFrames); ++i) {
+            std::array<std::uint64_t, 64> done{};
+            (void)mine.tx->reap(done);
+            if (r.sent < kFrames && mine.tx->free_slots() > 0) {
+                const unsigned slot = r.sent % mine.tx_pool.count();
+                const nhi::TxFrame f{mine.tx_pool.iova(slot), 256, 1, 2, false, slot};
+                r.error |= mine.tx->post({&f, 1}).posted != 1;
+                ++r.sent;
+            }
+            nhi::RxCompletion c;
+            while (mine.rx->poll({&c, 1}) == 1) {
+                const auto buf = static_cast<unsigned>(c.cookie);
+                const nhi::RxBuffer b{mine.rx_pool.iova(buf), buf};
+                r.error |= mine.rx->post({&b, 1}).posted != 1 || c.length != 256;
+                ++r.got;
+            }
+            if (i % 64 == 0 && ctl.send(static_cast<unsigned>(Pdf::read), read)) {
+                while (auto p = ctl.receive()) {
+                    r.replies += p->pdf == static_cast<unsigned>(Pdf::write) ? 1 : 0;
+                }
+            }
+        }
+    };
+    Result res_a, res_b;
+    std::thread tb([&] { run(rb, *t.cmb->ctl, res_b); });
+    run(ra, *t.cma->ctl, res_a);
+    tb.join();
+    CHECK_FALSE(res_a.error);
+    CHECK_FALSE(res_b.error);
+    CHECK(res_a.replies > 0);
+    CHECK(res_b.replies > 0);
+    // Frames can be lost only to a full RX ring (counted), never inside the model.
+    const auto ca = t.a->router().counters();
+    const auto cb = t.b->router().counters();
+    CHECK(ca.data_tx == kFrames);
+    CHECK(cb.data_tx == kFrames);
+    CHECK(ca.data_rx + ca.nhi_refused == kFrames);
+    CHECK(cb.data_rx + cb.nhi_refused == kFrames);
+    CHECK(res_a.got == ca.data_rx);
+    CHECK(res_b.got == cb.data_rx);
+    CHECK(ca.data_no_path_drops + ca.data_link_down_drops == 0);
 }
