@@ -45,9 +45,10 @@ enum class RailReject : std::uint32_t {
     unknown_peer = 3,  ///< target UUID is not ours
 };
 
-/// Most rails one cable carries: a USB4 NHI has at most a few dozen rings, and DESIGN.md's AMD
-/// controllers give two data rings each.
-inline constexpr unsigned kMaxRailsPerLink = 16;
+/// Most rails one cable carries: what fits one control packet (55 payload dwords after the
+/// XDomain header: 11 fixed + 3 per rail). USB4 NHIs have a few dozen rings at most, and
+/// DESIGN.md's AMD controllers two data rings each.
+inline constexpr unsigned kMaxRailsPerLink = 14;
 
 struct RailSpec {
     std::uint16_t index = 0;
