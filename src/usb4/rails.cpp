@@ -183,6 +183,13 @@ void ConnectionManager::on_rail_packet(Link& l, const XdomainPacket& p) {
     reply.session = m->session;
 
     if (p.pdf == Pdf::xdomain_req && type == RailMsg::offer) {
+        if (l.state != LinkState::rails && l.state != LinkState::up) {
+            // Still discovering the peer (its offer overtook our properties read): retry later.
+            reply.type = RailMsg::reject;
+            reply.reason = static_cast<std::uint32_t>(RailReject::not_ready);
+            send_rail(l, Pdf::xdomain_resp, RailMsg::reject, reply, p.seq);
+            return;
+        }
         if (m->target != uuid() || m->initiator != l.peer_uuid) {
             reply.type = RailMsg::reject;
             reply.reason = static_cast<std::uint32_t>(RailReject::unknown_peer);
@@ -195,12 +202,6 @@ void ConnectionManager::on_rail_packet(Link& l, const XdomainPacket& p) {
             if (again) {
                 send_rail(l, Pdf::xdomain_resp, RailMsg::accept, *again, p.seq);
             }
-            return;
-        }
-        if (l.state != LinkState::rails && l.state != LinkState::up) {
-            reply.type = RailMsg::reject;
-            reply.reason = static_cast<std::uint32_t>(RailReject::not_ready);
-            send_rail(l, Pdf::xdomain_resp, RailMsg::reject, reply, p.seq);
             return;
         }
         release_rails(l);  // a new session replaces an old one (peer restarted its side)

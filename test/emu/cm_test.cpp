@@ -4,9 +4,16 @@
 // → rails negotiated → paths programmed (checked against the router tables) → frames flow on
 // every rail; unplug → rails down and paths cleared; replug → rails back; two cables to one peer;
 // a peer that stops answering → timeout with a clear error.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "catch.hpp"
@@ -260,5 +267,102 @@ TEST_CASE("a peer that stops answering ends in a timeout, not a hang", "[emu][cm
     }
     REQUIRE(a.port().state == LinkState::failed);
     CHECK(a.port().error == Errc::timeout);
+    CHECK(a.port().rails.empty());
+}
+
+TEST_CASE("random control-packet loss and corruption: the link still comes up", "[emu][cm]") {
+    emu::EmuHost ha(host_cfg("a", 0x1111'0000'0000'0001));
+    emu::EmuHost hb(host_cfg("b", 0x2222'0000'0000'0001));
+    auto o = fast_opts();
+    o.xd_timeout = 5ms;
+    o.xd_attempts = 40;
+    Stack a(ha, o);
+    Stack b(hb, o);
+    auto cable = emu::EmuHost::connect(ha, 0, hb, 0);
+    emu::FaultConfig f;
+    f.ctl_drop = 0.15;
+    f.ctl_corrupt = 0.15;
+    f.seed = 42;
+    cable->set_faults(f);
+    REQUIRE(run_until(a, b, [&] { return both_up(a, b); }));
+    const auto st = cable->stats();
+    INFO("dropped " << st.dropped << ", corrupted " << st.corrupted);
+    CHECK(st.dropped + st.corrupted > 0);  // the faults really hit control traffic
+    CHECK(hb.router().counters().ctl_crc_drops + ha.router().counters().ctl_crc_drops > 0);
+    CHECK(a.port().rails.size() == 2);
+    CHECK(frame_flows(a, b, ha, hb, 0, 0, 5));
+}
+
+TEST_CASE("a killed peer process is seen as link down", "[emu][cm][shm][fork]") {
+    const std::string name = "cm-" + std::to_string(::getpid());
+    std::cout.flush();
+    std::fflush(stdout);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        // Host B in its own process: its own router, NHI, driver stack and CM, polled forever.
+        emu::EmuHost hb(host_cfg("b", 0x2222'0000'0000'0001));
+        if (!hb.open_shm_cable(0, name)) {
+            ::_exit(3);
+        }
+        auto nhi = nhi::Nhi::open(hb.nhi());
+        auto ring = nhi ? nhi::ControlRing::create(**nhi)
+                        : Result<std::unique_ptr<nhi::ControlRing>>(fail(Errc::malformed));
+        auto ch = ring ? usb4::ControlChannel::create(**ring)
+                       : Result<std::unique_ptr<usb4::ControlChannel>>(fail(Errc::malformed));
+        if (!ch) {
+            ::_exit(4);
+        }
+        auto copts = fast_opts();
+        if (std::getenv("TBV_TEST_CHILD_TRACE") != nullptr) {
+            copts.trace = [](std::string_view l) {
+                std::fprintf(stderr, "b: %.*s\n", static_cast<int>(l.size()), l.data());
+            };
+        }
+        auto cm = usb4::ConnectionManager::create(**nhi, **ch, copts);
+        if (!cm) {
+            ::_exit(5);
+        }
+        for (;;) {
+            (*cm)->poll();
+            std::this_thread::sleep_for(50us);
+        }
+    }
+    REQUIRE(child > 0);
+    struct Reaper {
+        pid_t pid;
+        ~Reaper() {
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+        }
+    } reaper{child};
+
+    emu::EmuHost ha(host_cfg("a", 0x1111'0000'0000'0001));
+    std::vector<std::string> trace;
+    Stack a(ha, fast_opts(), &trace);
+    REQUIRE(ha.open_shm_cable(0, name));
+    auto until = [&](auto pred) {
+        const auto end = std::chrono::steady_clock::now() + 20s;
+        while (std::chrono::steady_clock::now() < end) {
+            a.cm->poll();
+            if (pred()) {
+                return true;
+            }
+            std::this_thread::sleep_for(50us);
+        }
+        return false;
+    };
+    const bool up = until([&] { return a.port().state == LinkState::up; });
+    for (const auto& l : trace) {
+        UNSCOPED_INFO(l);
+    }
+    REQUIRE(up);
+    CHECK(a.port().rails.size() == 2);
+
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    reaper.pid = -1;
+    REQUIRE(until([&] { return a.port().state == LinkState::down; }));
     CHECK(a.port().rails.empty());
 }
