@@ -264,6 +264,9 @@ TEST_CASE("a peer that stops answering ends in a timeout, not a hang", "[emu][cm
     const auto end = std::chrono::steady_clock::now() + 20s;
     while (a.port().state != LinkState::failed && std::chrono::steady_clock::now() < end) {
         a.cm->poll();
+        // B's hardware keeps running (link training, answering its own router's part); only
+        // its software is silent. The emulator advances a router when something drives it.
+        hb.router().poll();
     }
     REQUIRE(a.port().state == LinkState::failed);
     CHECK(a.port().error == Errc::timeout);
