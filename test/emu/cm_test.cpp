@@ -369,3 +369,41 @@ TEST_CASE("a killed peer process is seen as link down", "[emu][cm][shm][fork]") 
     REQUIRE(until([&] { return a.port().state == LinkState::down; }));
     CHECK(a.port().rails.empty());
 }
+
+TEST_CASE("malformed XDomain traffic from the peer is dropped and counted", "[emu][cm]") {
+    emu::EmuHost ha(host_cfg("a", 0x1111'0000'0000'0001));
+    emu::EmuHost hb(host_cfg("b", 0x2222'0000'0000'0001));
+    Stack a(ha, fast_opts());
+    Stack b(hb, fast_opts());
+    auto cable = emu::EmuHost::connect(ha, 0, hb, 0);
+    REQUIRE(run_until(a, b, [&] { return both_up(a, b); }));
+    const auto before = a.cm->counters();
+    const auto ch_before = a.ch->counters().malformed_dropped;
+    using namespace hw::usb4;
+    const auto& d = kXdomainDiscoveryUuid;
+    const auto& r = usb4::kRailProtocolUuid;
+    // Sent raw from B's ring 0 on route 2: B's router forwards them to A like any XDomain packet.
+    // 1. length field disagreeing with the packet size
+    REQUIRE(b.ring->send(
+        6, std::vector<std::uint32_t>{0, 2, XD_LENGTH::make(40), d[0], d[1], d[2], d[3], 12}));
+    // 2. discovery protocol, unknown message type
+    REQUIRE(b.ring->send(
+        6, std::vector<std::uint32_t>{0, 2, XD_LENGTH::make(5), d[0], d[1], d[2], d[3], 99}));
+    // 3. rail offer claiming 100 rails
+    std::vector<std::uint32_t> offer{0, 2, 0, r[0], r[1], r[2], r[3], 1};
+    for (unsigned i = 0; i < 8; ++i) {
+        offer.push_back(i);
+    }
+    offer.insert(offer.end(), {7, 2, 100});
+    offer[2] = XD_LENGTH::make(static_cast<std::uint32_t>(offer.size() - 3));
+    REQUIRE(b.ring->send(6, offer));
+    for (int i = 0; i < 50; ++i) {
+        a.cm->poll();
+    }
+    const auto after = a.cm->counters();
+    CHECK(a.ch->counters().malformed_dropped == ch_before + 1);  // 1: caught by the channel
+    CHECK(after.xd_malformed == before.xd_malformed + 2);        // 2 and 3: by the CM
+    CHECK(a.port().state == LinkState::up);
+    CHECK(a.port().rails.size() == 2);
+    CHECK(frame_flows(a, b, ha, hb, 0, 0, 9));
+}
