@@ -16,6 +16,8 @@ namespace tbv::tools {
 void add_list_command(CLI::App& app, int& exit_code);
 /// `tbv bind BDF`, `tbv unbind BDF` (hidden --any-device for test devices)
 void add_bind_commands(CLI::App& app, int& exit_code);
+/// `tbv status [--emu CABLE] [--json] [--wait] [--trace-demo]`, `tbv trace`
+void add_status_command(CLI::App& app, int& exit_code);
 
 /// The text or JSON `tbv list` prints (exposed for tests).
 std::string render_list(const std::vector<HostReport>& hosts, bool json);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The tbv command: list USB4 host interfaces, bind/unbind them to vfio-pci.
+// The tbv command: list USB4 host interfaces, bind/unbind them to vfio-pci, show status.
 #include <CLI/CLI.hpp>
 
 #include "tools/commands.hpp"
@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
     int exit_code = 0;
     tbv::tools::add_list_command(app, exit_code);
     tbv::tools::add_bind_commands(app, exit_code);
+    tbv::tools::add_status_command(app, exit_code);
     CLI11_PARSE(app, argc, argv);
     return exit_code;
 }
