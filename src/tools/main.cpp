@@ -10,7 +10,9 @@ int main(int argc, char** argv) {
     int exit_code = 0;
     tbv::tools::add_list_command(app, exit_code);
     tbv::tools::add_bind_commands(app, exit_code);
+#ifdef TBV_WITH_STATUS  // not in the static VM-guest build (test/vm), which has no emulator
     tbv::tools::add_status_command(app, exit_code);
+#endif
     CLI11_PARSE(app, argc, argv);
     return exit_code;
 }
