@@ -68,6 +68,26 @@ void Cable::unplug_for(std::chrono::nanoseconds d) noexcept {
 }
 
 void Cable::check_replug() noexcept {
+    // The scheduled unplug of FaultConfig (TBV_EMU_FAULTS unplug_ms): once, unplug_after after
+    // the first plug.
+    std::optional<std::chrono::milliseconds> pull;
+    {
+        std::lock_guard lk(mu_);
+        const auto now = clock_.now();
+        if (plugged() && !plugged_at_) {
+            plugged_at_ = now;
+        }
+        const FaultConfig& f = faults_.config();
+        if (!unplug_done_ && f.unplug.count() > 0 && plugged_at_ &&
+            now - *plugged_at_ >= std::chrono::duration_cast<Clock::Duration>(f.unplug_after)) {
+            unplug_done_ = true;
+            pull = f.unplug;
+        }
+    }
+    if (pull) {
+        unplug_for(*pull);
+        return;
+    }
     if (!replug_pending_.load(std::memory_order_acquire) ||
         clock_.now().count() < replug_at_.load(std::memory_order_relaxed)) {
         return;
@@ -79,19 +99,13 @@ void Cable::check_replug() noexcept {
 
 void Cable::set_faults(const FaultConfig& f) {
     std::lock_guard lk(mu_);
-    faults_ = f;
-    any_faults_ = f.ctl_drop > 0 || f.ctl_corrupt > 0 || f.data_drop > 0 || f.data_dup > 0 ||
-                  f.data_corrupt > 0;
-    rng_.seed(f.seed);
+    faults_.configure(f);
+    unplug_done_ = false;
 }
 
 CableStats Cable::stats() const {
     std::lock_guard lk(mu_);
     return stats_;
-}
-
-bool Cable::roll(double p) noexcept {
-    return p > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < p;
 }
 
 void Cable::carry(unsigned from_side, const WirePacket& p) noexcept {
@@ -105,14 +119,10 @@ void Cable::carry(unsigned from_side, const WirePacket& p) noexcept {
             ++stats_.unplugged_drops;
             return;
         }
-        if (any_faults_ && p.kind == WireKind::control) {
-            drop = roll(faults_.ctl_drop);
-            corrupt = !drop && roll(faults_.ctl_corrupt);
-        } else if (any_faults_ && p.kind == WireKind::data) {
-            drop = roll(faults_.data_drop);
-            corrupt = !drop && roll(faults_.data_corrupt);
-            dup = !drop && roll(faults_.data_dup);
-        }
+        const auto v = faults_.decide(p.kind);
+        drop = v.drop;
+        corrupt = v.corrupt;
+        dup = v.dup;
         if (drop) {
             ++stats_.dropped;
             return;
@@ -127,14 +137,8 @@ void Cable::carry(unsigned from_side, const WirePacket& p) noexcept {
         }
     }
     if (corrupt && !p.data.empty()) {
-        // A bit error on the way, on a private copy (frames are at most 4096 bytes).
         std::array<std::byte, hw::nhi::kMaxFrameSize> bad;
-        const std::size_t n = std::min(p.data.size(), bad.size());
-        std::memcpy(bad.data(), p.data.data(), n);
-        bad[n / 2] ^= std::byte{0x10};
-        WirePacket q = p;
-        q.data = std::span<const std::byte>(bad.data(), n);
-        q.crc_error = q.kind == WireKind::data;
+        const WirePacket q = FaultInjector::corrupted(p, bad);
         sink->cable_receive(port, q);
         if (dup) {
             sink->cable_receive(port, q);

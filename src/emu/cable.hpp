@@ -9,7 +9,7 @@
 // in when the cable's clock passes the deadline (checked when either router polls). Corrupting a
 // control packet flips a bit, so the receiving router's CRC check drops it; corrupting a data
 // frame flips a bit and sets the crc_error flag, which the receiving NHI reports as CRC_ERROR.
-// FaultConfig is the hook an environment parser (TBV_EMU_FAULTS) will fill.
+// FaultConfig (faults.hpp) also comes from TBV_EMU_FAULTS, applied by EmuHost::connect.
 #pragma once
 
 #include <atomic>
@@ -20,20 +20,12 @@
 #include <random>
 
 #include "emu/clock.hpp"
+#include "emu/faults.hpp"
 #include "emu/wire.hpp"
 
 namespace tbv::emu {
 
 class Router;
-
-struct FaultConfig {
-    double ctl_drop = 0;
-    double ctl_corrupt = 0;
-    double data_drop = 0;
-    double data_dup = 0;
-    double data_corrupt = 0;
-    std::uint64_t seed = 1;
-};
 
 struct CableStats {
     std::uint64_t control = 0;  ///< control packets delivered
@@ -84,7 +76,6 @@ private:
     void carry(unsigned from_side, const WirePacket& p) noexcept;
     void notify() noexcept;
     void check_replug() noexcept;
-    bool roll(double p) noexcept;  ///< mu_ held
 
     Router& a_;
     Router& b_;
@@ -96,9 +87,9 @@ private:
     std::atomic<Clock::Duration::rep> replug_at_{0};
 
     mutable std::mutex mu_;  ///< leaf: faults, RNG, stats
-    FaultConfig faults_{};
-    bool any_faults_ = false;
-    std::mt19937_64 rng_{1};
+    FaultInjector faults_;
+    bool unplug_done_ = false;                   ///< the scheduled unplug has happened
+    std::optional<Clock::Duration> plugged_at_;  ///< first plug, for FaultConfig::unplug_after
     CableStats stats_{};
 };
 

@@ -2,6 +2,7 @@
 #include "emu/host.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace tbv::emu {
 
@@ -35,9 +36,18 @@ hw::usb4::UuidDwords EmuHost::uuid(unsigned i) const noexcept {
 
 std::unique_ptr<Cable> EmuHost::connect(EmuHost& a, unsigned a_port, EmuHost& b, unsigned b_port,
                                         bool plugged) {
-    return std::make_unique<Cable>(a.router_of_port(a_port), a.local_port(a_port),
-                                   b.router_of_port(b_port), b.local_port(b_port), plugged,
-                                   a.cfg_.clock);
+    auto cable = std::make_unique<Cable>(a.router_of_port(a_port), a.local_port(a_port),
+                                         b.router_of_port(b_port), b.local_port(b_port), plugged,
+                                         a.cfg_.clock);
+    // TBV_EMU_FAULTS applies to every emulated cable. An invalid value cannot be returned from
+    // here; it is reported loudly (open_shm_cable, the user-facing path, fails instead).
+    if (auto f = faults_from_env(); f && *f) {
+        cable->set_faults(**f);
+    } else if (!f) {
+        std::fprintf(stderr, "tbverbs: ignoring invalid TBV_EMU_FAULTS: %s\n",
+                     f.error().message().c_str());
+    }
+    return cable;
 }
 
 Result<void> EmuHost::open_shm_cable(unsigned port, const std::string& name, ShmCableConfig cfg) {
@@ -48,9 +58,16 @@ Result<void> EmuHost::open_shm_cable(unsigned port, const std::string& name, Shm
     if (cfg.clock == nullptr) {
         cfg.clock = cfg_.clock;
     }
+    auto faults = faults_from_env();
+    if (!faults) {
+        return Failure{faults.error()};  // the user asked for faults we cannot honour
+    }
     auto end = ShmCable::open(name, std::move(cfg));
     if (!end) {
         return Failure{end.error()};
+    }
+    if (*faults) {
+        (*end)->set_faults(**faults);
     }
     shm_[port] = std::move(*end);
     router_of_port(port).connect_port(local_port(port), shm_[port].get());

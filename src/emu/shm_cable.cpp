@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -233,21 +234,43 @@ void ShmCable::bind(CableSink* sink, unsigned port) noexcept {
     sink_.store(sink, std::memory_order_release);
 }
 
+void ShmCable::set_faults(const FaultConfig& f) {
+    std::lock_guard lk(send_mu_);
+    faults_.configure(f);
+}
+
 void ShmCable::send(const WirePacket& p) noexcept {
     const unsigned to = 1 - side_;
     bool ok = false;
     bool oversize = false;
+    FaultInjector::Verdict v;
     {
         std::lock_guard lk(send_mu_);
-        if (p.kind == WireKind::data) {
-            oversize = p.data.size() > kDataPayload;
-            ok = !oversize && push(map_->data[to], p);
-        } else {
-            oversize = p.data.size() > kCtlPayload;
-            ok = !oversize && push(map_->ctl[to], p);
+        v = faults_.decide(p.kind);
+        if (!v.drop) {
+            std::array<std::byte, hw::nhi::kMaxFrameSize> bad;
+            const WirePacket q = v.corrupt ? FaultInjector::corrupted(p, bad) : p;
+            const unsigned copies = v.dup ? 2 : 1;
+            if (q.kind == WireKind::data) {
+                oversize = q.data.size() > kDataPayload;
+                for (unsigned i = 0; i < copies && !oversize; ++i) {
+                    ok = push(map_->data[to], q) || (ok && i > 0);
+                }
+            } else {
+                oversize = q.data.size() > kCtlPayload;
+                for (unsigned i = 0; i < copies && !oversize; ++i) {
+                    ok = push(map_->ctl[to], q) || (ok && i > 0);
+                }
+            }
         }
     }
     std::lock_guard lk(stats_mu_);
+    if (v.drop) {
+        ++stats_.fault_drops;
+        return;
+    }
+    stats_.fault_dups += v.dup ? 1 : 0;
+    stats_.fault_corrupted += v.corrupt ? 1 : 0;
     if (ok) {
         ++stats_.sent;
     } else if (oversize) {

@@ -24,6 +24,7 @@
 #include <string>
 
 #include "emu/clock.hpp"
+#include "emu/faults.hpp"
 #include "emu/wire.hpp"
 #include "tbv/result.hpp"
 
@@ -47,6 +48,9 @@ struct ShmCableStats {
     std::uint64_t oversize_drops = 0;  ///< larger than a slot
     std::uint64_t peer_losses = 0;     ///< peer seen gone (death, close, restart)
     std::uint64_t peer_arrivals = 0;
+    std::uint64_t fault_drops = 0;  ///< lost by fault injection
+    std::uint64_t fault_dups = 0;
+    std::uint64_t fault_corrupted = 0;
 };
 
 class ShmCable final : public CableEnd {
@@ -62,6 +66,9 @@ public:
     unsigned side() const noexcept { return side_; }  ///< 0 = a, 1 = b
     const std::string& path() const noexcept { return path_; }
     ShmCableStats stats() const;
+    /// Drop / duplicate / corrupt what this end sends (FaultConfig, TBV_EMU_FAULTS); the
+    /// scheduled unplug applies to in-process cables only.
+    void set_faults(const FaultConfig& f);
 
     // ---- CableEnd ----
     void bind(CableSink* sink, unsigned port) noexcept override;
@@ -90,8 +97,9 @@ private:
     std::atomic<unsigned> port_{0};
     std::atomic<bool> present_{false};
 
-    std::mutex send_mu_;  ///< one producer per queue within this process
-    std::mutex poll_mu_;  ///< one consumer; also guards the liveness state below
+    std::mutex send_mu_;    ///< one producer per queue within this process
+    FaultInjector faults_;  ///< send_mu_ held
+    std::mutex poll_mu_;    ///< one consumer; also guards the liveness state below
     Clock::Duration next_check_{0};
     pid_t peer_pid_ = 0;
     int peer_pidfd_ = -1;

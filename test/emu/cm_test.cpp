@@ -407,3 +407,56 @@ TEST_CASE("malformed XDomain traffic from the peer is dropped and counted", "[em
     CHECK(a.port().rails.size() == 2);
     CHECK(frame_flows(a, b, ha, hb, 0, 0, 9));
 }
+
+TEST_CASE("TBV_EMU_FAULTS parses the documented syntax and refuses anything else",
+          "[emu][faults]") {
+    auto f = emu::parse_faults("drop=0.01,dup=0.005,crc=0.001,unplug_ms=50");
+    REQUIRE(f);
+    CHECK(f->data_drop == 0.01);
+    CHECK(f->ctl_drop == 0.01);
+    CHECK(f->data_dup == 0.005);
+    CHECK(f->data_corrupt == 0.001);
+    CHECK(f->ctl_corrupt == 0.001);
+    CHECK(f->unplug == 50ms);
+    CHECK(f->unplug_after == 200ms);
+    CHECK(f->seed == 1);
+    CHECK(emu::parse_faults("seed=9,unplug_after_ms=5")->seed == 9);
+    CHECK(emu::parse_faults("")->any() == false);
+    CHECK(emu::parse_faults("drop=1.5").error() == std::errc::invalid_argument);
+    CHECK(emu::parse_faults("drop=-0.1").error() == std::errc::invalid_argument);
+    CHECK(emu::parse_faults("drop").error() == std::errc::invalid_argument);
+    CHECK(emu::parse_faults("lose=0.1").error() == std::errc::invalid_argument);
+    CHECK(emu::parse_faults("drop=0.1x").error() == std::errc::invalid_argument);
+    CHECK(emu::parse_faults("unplug_ms=abc").error() == std::errc::invalid_argument);
+
+    ::setenv("TBV_EMU_FAULTS", "crc=0.5", 1);
+    auto env = emu::faults_from_env();
+    REQUIRE(env);
+    REQUIRE(*env);
+    CHECK((*env)->data_corrupt == 0.5);
+    ::setenv("TBV_EMU_FAULTS", "crc=2", 1);
+    CHECK_FALSE(emu::faults_from_env());
+    ::unsetenv("TBV_EMU_FAULTS");
+    CHECK_FALSE(*emu::faults_from_env());
+}
+
+TEST_CASE("a cable pulled for 30 ms by TBV_EMU_FAULTS: link down, then rails back",
+          "[emu][cm][faults]") {
+    ::setenv("TBV_EMU_FAULTS", "unplug_ms=30,unplug_after_ms=20", 1);
+    emu::EmuHost ha(host_cfg("a", 0x1111'0000'0000'0001));
+    emu::EmuHost hb(host_cfg("b", 0x2222'0000'0000'0001));
+    Stack a(ha, fast_opts());
+    Stack b(hb, fast_opts());
+    auto cable = emu::EmuHost::connect(ha, 0, hb, 0);
+    ::unsetenv("TBV_EMU_FAULTS");
+    bool was_up = false;
+    bool went_down = false;
+    REQUIRE(run_until(a, b, [&] {
+        went_down = went_down || (was_up && a.port().state == LinkState::down);
+        was_up = was_up || both_up(a, b);
+        return went_down && both_up(a, b);
+    }));
+    CHECK(cable->stats().unplugged_drops + ha.router().counters().link_downs > 0);
+    CHECK(a.port().rails.size() == 2);
+    CHECK(frame_flows(a, b, ha, hb, 0, 0, 3));
+}
