@@ -12,6 +12,25 @@
 
 #include "catch.hpp"
 
+// Catch2's TAP reporter prints INFO text with every passing assertion too, and multi-line text
+// breaks the TAP stream: the program's output is shown only with a failed check.
+#define CHECK_RUN(cond, out)                                        \
+    do {                                                            \
+        if (cond) {                                                 \
+            SUCCEED(#cond);                                         \
+        } else {                                                    \
+            FAIL_CHECK(#cond << "\n--- tbv output ---\n" << (out)); \
+        }                                                           \
+    } while (0)
+#define REQUIRE_RUN(cond, out)                                \
+    do {                                                      \
+        if (cond) {                                           \
+            SUCCEED(#cond);                                   \
+        } else {                                              \
+            FAIL(#cond << "\n--- tbv output ---\n" << (out)); \
+        }                                                     \
+    } while (0)
+
 namespace {
 
 struct Run {
@@ -59,8 +78,7 @@ TEST_CASE("tbv status --trace-demo: two hosts, every discovery step, two rails e
           "[emu][tbv]") {
     REQUIRE_FALSE(tbv_bin().empty());
     const Run r = finish(start("status --trace-demo 2>&1"));
-    INFO(r.out);
-    REQUIRE(r.status == 0);
+    REQUIRE_RUN(r.status == 0, r.out);
     // Each step appears for both hosts, in the order the CM takes them.
     for (const char* host : {"host-a", "host-b"}) {
         std::size_t at = 0;
@@ -79,16 +97,16 @@ TEST_CASE("tbv status --trace-demo: two hosts, every discovery step, two rails e
                 }
             }
             INFO(host << ": " << step);
-            CHECK(found);
+            CHECK_RUN(found, r.out);
         }
     }
-    CHECK(count(r.out, "2 rail(s) up") == 2);
-    CHECK(count(r.out, "tbverbs") >= 2);
+    CHECK_RUN(count(r.out, "2 rail(s) up") == 2, r.out);
+    CHECK_RUN(count(r.out, "tbverbs") >= 2, r.out);
     // Status of both: each shows its link up and rails 0 and 1.
-    CHECK(count(r.out, "USB4 port (lane adapter 2): up") == 2);
-    CHECK(count(r.out, "    rail 0 ") == 2);
-    CHECK(count(r.out, "    rail 1 ") == 2);
-    CHECK(count(r.out, "    rail 2 ") == 0);
+    CHECK_RUN(count(r.out, "USB4 port (lane adapter 2): up") == 2, r.out);
+    CHECK_RUN(count(r.out, "    rail 0 ") == 2, r.out);
+    CHECK_RUN(count(r.out, "    rail 1 ") == 2, r.out);
+    CHECK_RUN(count(r.out, "    rail 2 ") == 0, r.out);
 }
 
 TEST_CASE("two tbv status --emu processes on one cable: link up, each names the other",
@@ -100,14 +118,11 @@ TEST_CASE("two tbv status --emu processes on one cable: link up, each names the 
     FILE* fb = start(args);
     const Run a = finish(fa);
     const Run b = finish(fb);
-    INFO(a.out);
-    INFO(b.out);
-    REQUIRE(a.status == 0);
-    REQUIRE(b.status == 0);
+    const std::string both = a.out + "\n--- second process ---\n" + b.out;
+    REQUIRE_RUN(a.status == 0 && b.status == 0, both);
     const auto ja = nlohmann::json::parse(a.out, nullptr, false);
     const auto jb = nlohmann::json::parse(b.out, nullptr, false);
-    REQUIRE_FALSE(ja.is_discarded());
-    REQUIRE_FALSE(jb.is_discarded());
+    REQUIRE_RUN(!ja.is_discarded() && !jb.is_discarded(), both);
     const auto& la = ja.at("links").at(0);
     const auto& lb = jb.at("links").at(0);
     CHECK(la.at("state") == "up");
@@ -138,10 +153,9 @@ TEST_CASE("two tbv status --emu processes on one cable: link up, each names the 
 TEST_CASE("tbv status without an emulated host or a VFIO-bound NHI says so", "[emu][tbv]") {
     REQUIRE_FALSE(tbv_bin().empty());
     const Run r = finish(start("status 2>&1"));
-    INFO(r.out);
     // A machine with a VFIO-bound NHI gets the "not yet" error instead of "nothing to show".
     const bool nothing = r.status == 0 && r.out.find("nothing to show") != std::string::npos;
     const bool vfio =
         r.status == 1 && r.out.find("no VFIO-bound NHI with a live peer yet") != std::string::npos;
-    CHECK((nothing || vfio));
+    CHECK_RUN(nothing || vfio, r.out);
 }
