@@ -12,17 +12,21 @@
 // keeps the NHI); until then `tbv status` says so instead of printing nothing.
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "nhi/frame_pool.hpp"
 #include "tools/commands.hpp"
 #include "tools/status.hpp"
 
@@ -146,6 +150,51 @@ int run_emu(const StatusOptions& o) {
     return up ? 0 : 1;
 }
 
+/// Sends one frame on rail `k` of `from`'s first link and receives it on `to`'s rail with the same
+/// index: the data plane the two CMs just programmed, end to end through both routers.
+std::string probe_rail(EmuStack& from, EmuStack& to, std::size_t k) {
+    const usb4::Rail& tx = from.cm().links().at(0).rails.at(k);
+    const usb4::Rail* rx = nullptr;
+    for (const auto& r : to.cm().links().at(0).rails) {
+        rx = r.index == tx.index ? &r : rx;
+    }
+    if (rx == nullptr) {
+        return "the peer has no rail with this index";
+    }
+    constexpr std::uint32_t kLen = 1000;
+    auto src = nhi::FramePool::create(from.host().nhi(), 1, 4096, hw::DmaAccess::read);
+    auto dst = nhi::FramePool::create(to.host().nhi(), 1, 4096, hw::DmaAccess::write);
+    if (!src || !dst) {
+        return "cannot map a frame buffer";
+    }
+    for (std::uint32_t i = 0; i < kLen; ++i) {
+        src->data(0)[i] = static_cast<std::byte>(i * 7 + tx.index);
+    }
+    const nhi::RxBuffer buf{dst->iova(0), 0};
+    if (rx->rx->post({&buf, 1}).posted != 1) {
+        return "cannot post an RX buffer";
+    }
+    const nhi::TxFrame f{src->iova(0), kLen, 1, 2, false, 0};
+    if (tx.tx->post({&f, 1}).posted != 1) {
+        return "cannot post the TX frame";
+    }
+    nhi::RxCompletion c;
+    unsigned got = 0;
+    for (unsigned i = 0; i < 1000 && got == 0; ++i) {
+        got = rx->rx->poll({&c, 1});
+    }
+    std::array<std::uint64_t, 4> done{};
+    (void)tx.tx->reap(done);
+    if (got == 0) {
+        return "no frame arrived";
+    }
+    if (c.length != kLen || std::memcmp(src->data(0), dst->data(0), kLen) != 0) {
+        return fmt::format("a frame of {} bytes arrived, not the {} sent", c.length, kLen);
+    }
+    return fmt::format("1 frame of {} bytes TX ring {} -> HopID {} -> RX ring {}, intact", kLen,
+                       tx.tx_ring, tx.tx_hop, rx->rx_ring);
+}
+
 int run_trace_demo(const StatusOptions& o) {
     const auto t0 = Clock::now();
     auto tracer = [t0](std::string name) {
@@ -189,6 +238,19 @@ int run_trace_demo(const StatusOptions& o) {
             b.cm().poll();
         },
         [&] { return a.settled() && b.settled(); }, t0 + seconds(o.timeout_s));
+    if (up) {
+        // One frame each way on every rail, so the data counters below show the paths work.
+        for (auto [from, to, dir] :
+             {std::tuple{&a, &b, "host-a -> host-b"}, std::tuple{&b, &a, "host-b -> host-a"}}) {
+            const auto& rails = from->cm().links().at(0).rails;
+            for (std::size_t k = 0; k < rails.size(); ++k) {
+                const auto line = probe_rail(*from, *to, k);
+                std::printf("%9.3f ms  probe   rail %u %s: %s\n",
+                            std::chrono::duration<double, std::milli>(Clock::now() - t0).count(),
+                            rails[k].index, dir, line.c_str());
+            }
+        }
+    }
     std::printf("\n");
     nlohmann::json all = nlohmann::json::array();
     for (auto* s : {&a, &b}) {

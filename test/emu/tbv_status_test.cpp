@@ -101,6 +101,9 @@ TEST_CASE("tbv status --trace-demo: two hosts, every discovery step, two rails e
         }
     }
     CHECK_RUN(count(r.out, "2 rail(s) up") == 2, r.out);
+    // A frame each way on each rail, delivered intact.
+    CHECK_RUN(count(r.out, "intact") == 4, r.out);
+    CHECK_RUN(count(r.out, "router   data TX 2 RX 2, dropped: no path 0") == 2, r.out);
     CHECK_RUN(count(r.out, "tbverbs") >= 2, r.out);
     // Status of both: each shows its link up and rails 0 and 1.
     CHECK_RUN(count(r.out, "USB4 port (lane adapter 2): up") == 2, r.out);
