@@ -138,7 +138,7 @@ int run_emu(const StatusOptions& o) {
     std::fflush(stdout);
     if (!up) {
         std::fprintf(stderr,
-                     "tbv status: no link came up within %.1f s (is another `tbv status --emu %s` "
+                     "tbv status: no peer found within %.1f s (is another `tbv status --emu %s` "
                      "running?)\n",
                      o.timeout_s, o.emu.c_str());
     }

@@ -57,16 +57,19 @@ bool EmuStack::any_up() const {
 }
 
 bool EmuStack::settled() const {
+    bool found = false;
     for (const auto& l : cm_->links()) {
         switch (l.state) {
             case usb4::LinkState::lane:
             case usb4::LinkState::uuid:
             case usb4::LinkState::properties:
             case usb4::LinkState::rails: return false;
+            case usb4::LinkState::up:
+            case usb4::LinkState::discovered: found = true; break;
             default: break;
         }
     }
-    return any_up();
+    return found;
 }
 
 // ---- snapshot ----------------------------------------------------------------------------------

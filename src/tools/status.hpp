@@ -35,8 +35,8 @@ public:
     usb4::ControlChannel& channel() noexcept { return *ch_; }
     nhi::Nhi& nhi() noexcept { return *nhi_; }
 
-    /// True when every USB4 port with something plugged in has finished discovery (up, or a
-    /// peer without tbverbs) and at least one is up.
+    /// True when no USB4 port is half-way through discovery and at least one found its peer
+    /// (rails up, or a peer without tbverbs: discovered).
     bool settled() const;
     bool any_up() const;
 
