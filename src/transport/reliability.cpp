@@ -12,6 +12,7 @@ namespace tbv::transport {
 namespace {
 
 constexpr std::uint32_t kMaxWindow = 1u << 22;
+constexpr Duration kMaxBackoff = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -298,8 +299,10 @@ void Sender::poll(TimePoint now) noexcept {
         return;
     }
     go_back(head_);
-    const Duration doubled = rto_ > max_rto_ / 2 ? max_rto_ : rto_ * 2;
-    rto_ = clamp_rto(doubled);
+    // Exponential backoff up to the IB timeout; with timeout 0 (infinite) the requester keeps
+    // probing, at most kMaxBackoff apart.
+    const Duration ceiling = max_rto_ == kInfinite ? kMaxBackoff : max_rto_;
+    rto_ = rto_ >= ceiling / 2 ? std::max(rto_, ceiling) : clamp_rto(rto_ * 2);
     deadline_ = now + rto_;
 }
 
