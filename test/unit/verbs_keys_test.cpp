@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "quiet.hpp"
 #include "verbs/keys.hpp"
 
 using namespace tbv;
@@ -38,13 +39,13 @@ TEST_CASE("key cipher is a permutation that decrypts", "[unit][verbs][keys]") {
     std::mt19937 rng(3);
     for (int i = 0; i < 100000; ++i) {
         const std::uint32_t x = rng();
-        CHECK(c.decrypt(c.encrypt(x, KeyKind::remote), KeyKind::remote) == x);
-        CHECK(c.decrypt(c.encrypt(x, KeyKind::local), KeyKind::local) == x);
+        TBV_CHECK_QUIET(c.decrypt(c.encrypt(x, KeyKind::remote), KeyKind::remote) == x);
+        TBV_CHECK_QUIET(c.decrypt(c.encrypt(x, KeyKind::local), KeyKind::local) == x);
     }
     // Injective on a dense block of inputs (slot numbers with generation 0).
     std::unordered_set<std::uint32_t> seen;
     for (std::uint32_t x = 0; x < (1u << 17); ++x) {
-        CHECK(seen.insert(c.encrypt(x, KeyKind::remote)).second);
+        TBV_CHECK_QUIET(seen.insert(c.encrypt(x, KeyKind::remote)).second);
     }
 }
 
@@ -56,16 +57,16 @@ TEST_CASE("key table: 1e5 registrations give distinct keys that look up their sl
     std::vector<KeyPair> pairs;
     for (int i = 0; i < 100000; ++i) {
         auto k = t.allocate();
-        REQUIRE(k);
-        CHECK(lkeys.insert(k->lkey).second);
-        CHECK(rkeys.insert(k->rkey).second);
+        TBV_REQUIRE_QUIET(k.has_value());
+        TBV_CHECK_QUIET(lkeys.insert(k->lkey).second);
+        TBV_CHECK_QUIET(rkeys.insert(k->rkey).second);
         pairs.push_back(*k);
     }
     CHECK(t.in_use() == 100000);
     std::size_t same = 0;
     for (const auto& p : pairs) {
-        CHECK(t.lookup(p.lkey, KeyKind::local) == p.slot);
-        CHECK(t.lookup(p.rkey, KeyKind::remote) == p.slot);
+        TBV_CHECK_QUIET(t.lookup(p.lkey, KeyKind::local) == p.slot);
+        TBV_CHECK_QUIET(t.lookup(p.rkey, KeyKind::remote) == p.slot);
         same += p.lkey == p.rkey ? 1 : 0;
     }
     CHECK(same < 3);  // lkey and rkey come from different permutations
@@ -101,11 +102,11 @@ TEST_CASE("key table: churn through few slots never reissues a key", "[unit][ver
             const KeyPair old = live.front();
             live.erase(live.begin());
             t.release(old.slot);
-            CHECK(t.lookup(old.rkey, KeyKind::remote) == KeyTable::kNoSlot);
+            TBV_CHECK_QUIET(t.lookup(old.rkey, KeyKind::remote) == KeyTable::kNoSlot);
         }
         auto k = t.allocate();
-        REQUIRE(k);
-        CHECK(issued.insert(k->rkey).second);
+        TBV_REQUIRE_QUIET(k.has_value());
+        TBV_CHECK_QUIET(issued.insert(k->rkey).second);
         live.push_back(*k);
     }
 }
