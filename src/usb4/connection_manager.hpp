@@ -149,7 +149,7 @@ private:
     void on_xdomain(const ControlPacket& p);
     void serve_discovery(Link& l, const XdomainPacket& p, const XdMessage& m);
     void on_discovery_response(Link& l, const XdMessage& m);
-    void send_discovery(Link& l, const XdMessage& m, unsigned seq, Pdf pdf);
+    void send_discovery(Link& l, const XdMessage& m, unsigned seq);
     void request_next(Link& l);
 
     // rails.cpp: the rail handshake and path programming.

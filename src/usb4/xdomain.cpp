@@ -12,7 +12,8 @@ namespace tbv::usb4 {
 
 using namespace hw::usb4;
 
-void ConnectionManager::send_discovery(Link& l, const XdMessage& m, unsigned seq, Pdf) {
+void ConnectionManager::send_discovery(Link& l, const XdMessage& m, unsigned seq) {
+    // encode_discovery picks PDF 6 or 7 from the message type (requests vs responses).
     auto p = encode_discovery(l.route, seq & 3u, m);
     if (p) {
         (void)ch_.send(*p);
@@ -25,14 +26,14 @@ void ConnectionManager::request_next(Link& l) {
     ++ctr_.xd_requests_sent;
     l.deadline = now() + opts_.xd_timeout;
     if (l.state == LinkState::uuid) {
-        send_discovery(l, XdUuidRequest{}, seq, Pdf::xdomain_req);
+        send_discovery(l, XdUuidRequest{}, seq);
         return;
     }
     XdPropertiesRequest req;
     req.src_uuid = uuid();
     req.dst_uuid = l.peer_uuid;
     req.offset = static_cast<std::uint16_t>(l.assembler.next_offset());
-    send_discovery(l, req, seq, Pdf::xdomain_req);
+    send_discovery(l, req, seq);
 }
 
 void ConnectionManager::on_xdomain(const ControlPacket& raw) {
@@ -57,7 +58,7 @@ void ConnectionManager::on_xdomain(const ControlPacket& raw) {
         // gets "not supported" so a Linux peer does not keep waiting.
         ++ctr_.xd_malformed;
         if (p->pdf == Pdf::xdomain_req && p->protocol == kXdomainDiscoveryUuid) {
-            send_discovery(*l, XdErrorResponse{XdError::not_supported}, p->seq, Pdf::xdomain_resp);
+            send_discovery(*l, XdErrorResponse{XdError::not_supported}, p->seq);
         }
         return;
     }
@@ -75,15 +76,15 @@ void ConnectionManager::serve_discovery(Link& l, const XdomainPacket& p, const X
         XdUuidResponse r;
         r.src_uuid = uuid();
         r.src_route = l.route;
-        send_discovery(l, r, seq, Pdf::xdomain_resp);
+        send_discovery(l, r, seq);
     } else if (const auto* pr = std::get_if<XdPropertiesRequest>(&m)) {
         if (pr->dst_uuid != uuid()) {
-            send_discovery(l, XdErrorResponse{XdError::unknown_domain}, seq, Pdf::xdomain_resp);
+            send_discovery(l, XdErrorResponse{XdError::unknown_domain}, seq);
             return;
         }
         auto chunk = property_chunk(properties_, pr->offset);
         if (!chunk) {
-            send_discovery(l, XdErrorResponse{XdError::unknown_packet}, seq, Pdf::xdomain_resp);
+            send_discovery(l, XdErrorResponse{XdError::unknown_packet}, seq);
             return;
         }
         XdPropertiesResponse r;
@@ -93,9 +94,9 @@ void ConnectionManager::serve_discovery(Link& l, const XdomainPacket& p, const X
         r.total = static_cast<std::uint16_t>(properties_.size());
         r.generation = generation_;
         r.data = *chunk;
-        send_discovery(l, r, seq, Pdf::xdomain_resp);
+        send_discovery(l, r, seq);
     } else if (std::holds_alternative<XdPropertiesChangedRequest>(m)) {
-        send_discovery(l, XdPropertiesChangedResponse{}, seq, Pdf::xdomain_resp);
+        send_discovery(l, XdPropertiesChangedResponse{}, seq);
         if (l.state == LinkState::up || l.state == LinkState::discovered) {
             log(l, "peer properties changed (re-read on next discovery)");
         }
@@ -107,9 +108,9 @@ void ConnectionManager::serve_discovery(Link& l, const XdomainPacket& p, const X
         r.tlw = 0x1;
         r.sls = static_cast<std::uint8_t>(l.lane.speed);
         r.tls = static_cast<std::uint8_t>(l.lane.speed);
-        send_discovery(l, r, seq, Pdf::xdomain_resp);
+        send_discovery(l, r, seq);
     } else {
-        send_discovery(l, XdErrorResponse{XdError::not_supported}, seq, Pdf::xdomain_resp);
+        send_discovery(l, XdErrorResponse{XdError::not_supported}, seq);
     }
 }
 
