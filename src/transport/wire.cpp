@@ -124,7 +124,8 @@ Status validate(const Header& h) noexcept {
         return Status::bad_field;
     }
     if (h.dest_qpn > kQpnMask || h.src_qpn > kQpnMask || !psn::valid(h.psn) ||
-        !psn::valid(h.msg_psn) || h.aeth.msn > psn::kMask) {
+        !psn::valid(h.msg_psn) || h.aeth.msn > psn::kMask || h.ssn > psn::kMask ||
+        (h.ssn != 0 && !info.seth)) {
         return Status::bad_field;
     }
     const std::size_t hsize = header_size(op);
@@ -239,6 +240,10 @@ std::size_t encode_header(const Header& h, std::span<std::byte> out) noexcept {
         store32(e, h.qkey);
         e += kDethSize;
     }
+    if (info.seth) {
+        store32(e, h.ssn);
+        e += kSethSize;
+    }
     if (info.imm) {
         store32(e, h.imm);
         e += kImmSize;
@@ -322,6 +327,13 @@ Status decode(std::span<const std::byte> frame, Frame& out) noexcept {
     if (info.deth) {
         h.qkey = load32(e);
         e += kDethSize;
+    }
+    if (info.seth) {
+        h.ssn = load32(e);
+        if ((h.ssn & ~kQpnMask) != 0) {
+            return Status::reserved_bits;
+        }
+        e += kSethSize;
     }
     if (info.imm) {
         h.imm = load32(e);

@@ -21,11 +21,15 @@ inline constexpr std::size_t kAtomicEthSize = 28;  ///< VA 8 + swap/add 8 + comp
 inline constexpr std::size_t kAethSize = 4;        ///< syndrome 8 + MSN 24
 inline constexpr std::size_t kAtomicAckSize = 8;   ///< original value at the responder
 inline constexpr std::size_t kDethSize = 4;        ///< UD: Q_Key (source QPN is in the base header)
-/// Largest header of a frame that carries payload (RDMA WRITE with RETH + immediate).
-inline constexpr std::size_t kMaxDataHeader = kBaseHeader + kRethSize + kImmSize;
+/// SETH: the message's number among the receive-consuming messages of the QP (SENDs and WRITEs
+/// with immediate), 24 bits. With striping a frame of message n+1 may overtake message n; the
+/// responder uses this number to find the receive WQE the frame belongs to.
+inline constexpr std::size_t kSethSize = 4;
+/// Largest header of a frame that carries payload (RDMA WRITE with RETH + SETH + immediate).
+inline constexpr std::size_t kMaxDataHeader = kBaseHeader + kRethSize + kSethSize + kImmSize;
 /// Payload per frame the segmenter uses for every data opcode, so that frame i of a message
-/// starts at byte i * kSegment whatever its header: 4096 - 48.
-inline constexpr std::size_t kSegment = kMaxFrame - 48;
+/// starts at byte i * kSegment whatever its header: 4096 - 52.
+inline constexpr std::size_t kSegment = kMaxFrame - 52;
 static_assert(kSegment + kMaxDataHeader <= kMaxFrame);
 /// Largest message (IB: 2^31 bytes).
 inline constexpr std::uint32_t kMaxMessage = 0x8000'0000u;
@@ -93,6 +97,7 @@ struct OpcodeInfo {
     bool aeth = false;        ///< ACK extended header
     bool atomic_ack = false;  ///< original value
     bool deth = false;        ///< UD Q_Key
+    bool seth = false;        ///< receive sequence number (consumes a receive WQE)
     bool solicited_ok = false;
     Position position = Position::none;
 };
@@ -168,6 +173,11 @@ constexpr OpcodeInfo opcode_info(std::uint8_t op) noexcept {
             break;
     }
     i.data = i.position != Position::none;
+    // Every RC/UC frame of a SEND, and the frame of a WRITE that completes with an immediate,
+    // names its receive WQE.
+    i.seth = op <= static_cast<std::uint8_t>(Opcode::send_only_imm) ||
+             op == static_cast<std::uint8_t>(Opcode::write_last_imm) ||
+             op == static_cast<std::uint8_t>(Opcode::write_only_imm);
     // Requests and read responses take PSNs; ACK/NAK/RNR/credit frames and UD datagrams do not.
     i.sequenced = i.data || i.atomic_eth || op == static_cast<std::uint8_t>(Opcode::read_request);
     if (i.deth) {
@@ -186,13 +196,14 @@ constexpr std::size_t header_size(std::uint8_t op) noexcept {
     }
     return kBaseHeader + (i.reth ? kRethSize : 0) + (i.imm ? kImmSize : 0) +
            (i.atomic_eth ? kAtomicEthSize : 0) + (i.aeth ? kAethSize : 0) +
-           (i.atomic_ack ? kAtomicAckSize : 0) + (i.deth ? kDethSize : 0);
+           (i.atomic_ack ? kAtomicAckSize : 0) + (i.deth ? kDethSize : 0) +
+           (i.seth ? kSethSize : 0);
 }
 constexpr std::size_t header_size(Opcode op) noexcept {
     return header_size(static_cast<std::uint8_t>(op));
 }
 
-static_assert(header_size(Opcode::send_only) == 32);
+static_assert(header_size(Opcode::send_only) == 36);
 static_assert(header_size(Opcode::write_only_imm) == kMaxDataHeader);
 static_assert(header_size(Opcode::cmp_swap) == 60);
 static_assert(header_size(Opcode::atomic_ack) == 44);
@@ -233,6 +244,7 @@ struct Header {
     Aeth aeth{};
     std::uint64_t atomic_orig = 0;
     std::uint32_t qkey = 0;
+    std::uint32_t ssn = 0;  ///< SETH: receive sequence number (24 bits)
 };
 
 enum class Status : std::uint8_t {

@@ -60,6 +60,9 @@ Header sample(Opcode op, std::uint16_t payload) {
     if (i.deth) {
         h.qkey = 0x11112222;
     }
+    if (i.seth) {
+        h.ssn = 0x00C0FFEE;
+    }
     if (i.atomic_eth) {
         h.atomic = {0x1000'0000'0008ull, 0x5555'6666'7777'8888ull,
                     op == Opcode::cmp_swap ? 0x9999'AAAA'BBBB'CCCCull : 0ull, 0x77665544};
@@ -100,7 +103,7 @@ bool same(const Header& a, const Header& b) {
            a.atomic.va == b.atomic.va && a.atomic.swap_add == b.atomic.swap_add &&
            a.atomic.compare == b.atomic.compare && a.atomic.rkey == b.atomic.rkey &&
            a.aeth.syndrome == b.aeth.syndrome && a.aeth.msn == b.aeth.msn &&
-           a.atomic_orig == b.atomic_orig && a.qkey == b.qkey;
+           a.atomic_orig == b.atomic_orig && a.qkey == b.qkey && a.ssn == b.ssn;
 }
 
 std::vector<std::byte> encode(const Header& h) {
@@ -151,7 +154,7 @@ TEST_CASE("wire: every opcode round-trips", "[unit][transport][wire]") {
 TEST_CASE("wire: fixed little-endian layout", "[unit][transport][wire]") {
     Header h = sample(Opcode::write_only_imm, 3);
     const auto b = encode(h);
-    REQUIRE(b.size() == 48 + 3);
+    REQUIRE(b.size() == 52 + 3);
     auto u8 = [&](std::size_t i) { return std::to_integer<unsigned>(b[i]); };
     CHECK(u8(0) == (0x10u | kFlagSolicited | kFlagAckRequest));
     CHECK(u8(1) == 0x0B);
@@ -164,7 +167,10 @@ TEST_CASE("wire: fixed little-endian layout", "[unit][transport][wire]") {
     CHECK(u8(32) == 0xEF);  // RETH VA, LSB first
     CHECK(u8(39) == 0x01);
     CHECK(u8(40) == 0x0D);  // rkey 0xCAFEF00D
-    CHECK(u8(44) == 0xEF);  // immediate 0xDEADBEEF
+    CHECK(u8(44) == 0xEE);  // SETH 0xC0FFEE, before the immediate
+    CHECK(u8(46) == 0xC0);
+    CHECK(u8(47) == 0);
+    CHECK(u8(48) == 0xEF);  // immediate 0xDEADBEEF
 }
 
 TEST_CASE("wire: malformed frames are rejected", "[unit][transport][wire]") {
@@ -174,7 +180,7 @@ TEST_CASE("wire: malformed frames are rejected", "[unit][transport][wire]") {
     REQUIRE(decode(base, f) == Status::ok);
 
     auto mutate = [&](auto fn) {
-        std::array<std::byte, 32 + 100> b{};
+        std::array<std::byte, 36 + 100> b{};
         REQUIRE(base.size() == b.size());
         std::copy(base.begin(), base.end(), b.begin());
         fn(b);
@@ -182,7 +188,7 @@ TEST_CASE("wire: malformed frames are rejected", "[unit][transport][wire]") {
         return decode(b, out);
     };
     CHECK(decode(std::span(base).first(31), f) == Status::too_short);
-    CHECK(decode(std::span(base).first(131), f) == Status::bad_length);  // payload cut
+    CHECK(decode(std::span(base).first(135), f) == Status::bad_length);  // payload cut
     std::vector<std::byte> big(kMaxFrame + 1);
     std::memcpy(big.data(), base.data(), base.size());
     CHECK(decode(big, f) == Status::too_long);
@@ -196,6 +202,7 @@ TEST_CASE("wire: malformed frames are rejected", "[unit][transport][wire]") {
     CHECK(mutate([](auto& b) { b[11] = std::byte{1}; }) == Status::reserved_bits);  // src QPN
     CHECK(mutate([](auto& b) { b[15] = std::byte{1}; }) == Status::reserved_bits);  // PSN
     CHECK(mutate([](auto& b) { b[19] = std::byte{1}; }) == Status::reserved_bits);  // msg PSN
+    CHECK(mutate([](auto& b) { b[35] = std::byte{1}; }) == Status::reserved_bits);  // SETH
     // SE on a MIDDLE frame, ack-request on a control frame.
     CHECK(mutate([](auto& b) { b[0] = std::byte{0x10 | kFlagSolicited}; }) == Status::bad_field);
     // payload_len larger than the bytes present / smaller.
