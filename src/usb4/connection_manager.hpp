@@ -87,6 +87,7 @@ struct Link {
     PropertyAssembler assembler;
     bool initiator = false;
     std::vector<std::uint32_t> last_accept;  ///< replayed if the offer is retransmitted
+    bool rails_announced = false;            ///< on_rails(up) was called for these rails
 };
 
 struct CmOptions {
@@ -102,6 +103,11 @@ struct CmOptions {
     HostInfo host{};  ///< what we publish (a tbverbs service is added if missing)
     /// One line per discovery step (tbv status --trace, bug reports).
     std::function<void(std::string_view)> trace;
+    /// The transport's hook: called with `up` = true once a link's rails are programmed (before an
+    /// acceptor answers, so its RX rings can be stocked first), and with false when they go away
+    /// (after the paths are disabled, before the rings are destroyed: stop them and reclaim
+    /// buffers here). Called from poll() on the CM's thread.
+    std::function<void(Link&, bool up)> on_rails;
 };
 
 struct CmCounters {
@@ -158,6 +164,7 @@ private:
     Result<void> prepare_rails(Link& l, unsigned count);
     Result<void> program_rails(Link& l);
     void release_rails(Link& l);
+    void announce_rails(Link& l);
     Result<void> deactivate_path(unsigned adapter, unsigned hop);
     void send_rail(Link& l, Pdf pdf, RailMsg type, const RailMessage& m, unsigned seq);
 

@@ -139,6 +139,13 @@ void ConnectionManager::release_rails(Link& l) {
             (void)deactivate_path(l.adapter, r.rx_hop);
         }
     }
+    // The transport lets go of the rings (stops them, takes its buffers back) before they go.
+    if (l.rails_announced) {
+        l.rails_announced = false;
+        if (opts_.on_rails) {
+            opts_.on_rails(l, false);
+        }
+    }
     for (Rail& r : l.rails) {
         r.tx.reset();
         r.rx.reset();
@@ -223,13 +230,15 @@ void ConnectionManager::on_rail_packet(Link& l, const XdomainPacket& p) {
             fail_link(l, pr.error(), "programming the DMA paths failed");
             return;
         }
+        // Announce before answering: the transport posts its RX buffers, so the peer's first
+        // frames (it may send as soon as it reads our accept) find a stocked ring.
+        announce_rails(l);
         reply.type = RailMsg::accept;
         reply.link = l.adapter;
         for (const Rail& r : l.rails) {
             reply.rails.push_back({static_cast<std::uint16_t>(r.index), r.rx_hop, r.local_credits});
         }
         send_rail(l, Pdf::xdomain_resp, RailMsg::accept, reply, p.seq);
-        l.state = LinkState::up;
         log(l, std::to_string(l.rails.size()) + " rail(s) up (accepted the peer's offer)");
         return;
     }
@@ -286,8 +295,16 @@ void ConnectionManager::on_rail_packet(Link& l, const XdomainPacket& p) {
         fail_link(l, pr.error(), "programming the DMA paths failed");
         return;
     }
-    l.state = LinkState::up;
+    announce_rails(l);
     log(l, std::to_string(l.rails.size()) + " rail(s) up");
+}
+
+void ConnectionManager::announce_rails(Link& l) {
+    l.state = LinkState::up;
+    l.rails_announced = true;
+    if (opts_.on_rails) {
+        opts_.on_rails(l, true);
+    }
 }
 
 }  // namespace tbv::usb4
