@@ -11,9 +11,14 @@
 //   dup   probability that a data frame arrives twice
 //   crc   probability of a bit error: data frames arrive flagged CRC_ERROR, control packets fail
 //         the receiving router's CRC check and are dropped there
-//   unplug_ms / unplug_after_ms   the cable is pulled once for unplug_ms, unplug_after_ms after
-//         it was first plugged (in-process cables; both ends of a shared-memory cable apply
-//         drop/dup/crc to what they send)
+//   unplug_ms / unplug_after_ms   the cable is pulled once for unplug_ms (default 0: never),
+//         unplug_after_ms (default 200) after it was first plugged: both routers see the link
+//         drop (hot-unplug events, lanes down), frames sent or in flight meanwhile are lost, and
+//         then the link comes back (hot-plug events). An in-process cable counts from its first
+//         plug; an end of a shared-memory cable from when it first saw its peer, and the first
+//         end whose time is up pulls the cable for both (each process reads TBV_EMU_FAULTS
+//         itself; one of them setting unplug_ms is enough). drop/dup/crc apply, on a
+//         shared-memory cable, to what each end sends
 //   seed  RNG seed (default 1); printed with the faults so a run can be replayed
 #pragma once
 

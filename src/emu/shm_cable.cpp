@@ -17,8 +17,8 @@ namespace tbv::emu {
 
 namespace {
 
-/// "tbvcabl" + layout version 1: a file with another layout is refused, not misread.
-constexpr std::uint64_t kMagic = 0x7462'7663'6162'6c01ULL;
+/// "tbvcabl" + layout version 2: a file with another layout is refused, not misread.
+constexpr std::uint64_t kMagic = 0x7462'7663'6162'6c02ULL;
 constexpr std::size_t kCtlPayload = 256;
 constexpr std::size_t kCtlSlots = 64;
 constexpr std::size_t kDataPayload = 4096;
@@ -33,10 +33,12 @@ std::atomic_ref<T> at(T& v) noexcept {
 struct SlotHeader {
     std::uint32_t len;
     std::uint32_t hop;
+    std::uint32_t pull;  ///< pull state the packet was sent in (PullState)
     std::uint8_t kind, lane, sof, eof;
     std::uint8_t crc_error, st_reset, st_lanes, st_bond;
+    std::uint32_t rsvd;
 };
-static_assert(sizeof(SlotHeader) == 16);
+static_assert(sizeof(SlotHeader) == 24);
 
 template <std::size_t Payload, std::size_t N>
 struct Queue {
@@ -57,6 +59,38 @@ struct EndInfo {
     std::uint64_t heartbeat;       ///< bumped on every poll of the owner
 };
 
+/// The scheduled unplug, shared by both ends: one word, (epoch << 1) | puller. The epoch is even
+/// while the cable is plugged and odd while it is pulled; `puller` is the side that pulled (0
+/// while plugged). Only the puller ends its own pull, so every change is a compare-exchange from
+/// the value the changing end last saw.
+struct PullState {
+    alignas(64) std::uint32_t word;
+};
+
+constexpr std::uint32_t pull_epoch(std::uint32_t w) noexcept {
+    return w >> 1;
+}
+constexpr bool is_pulled(std::uint32_t w) noexcept {
+    return (pull_epoch(w) & 1) != 0;
+}
+constexpr unsigned puller_of(std::uint32_t w) noexcept {
+    return w & 1;
+}
+constexpr std::uint32_t pulled_by(std::uint32_t w, unsigned side) noexcept {
+    return (pull_epoch(w) + 1) << 1 | side;
+}
+constexpr std::uint32_t replugged(std::uint32_t w) noexcept {
+    return (pull_epoch(w) + 1) << 1;
+}
+/// Pulls that began after `from` up to and including `to` (odd epochs entered).
+constexpr std::uint32_t pulls_between(std::uint32_t from, std::uint32_t to) noexcept {
+    return (pull_epoch(to) + 1) / 2 - (pull_epoch(from) + 1) / 2;
+}
+static_assert(!is_pulled(0) && is_pulled(pulled_by(0, 1)) && puller_of(pulled_by(0, 1)) == 1);
+static_assert(!is_pulled(replugged(pulled_by(0, 1))) && pulls_between(0, pulled_by(0, 0)) == 1);
+static_assert(pulls_between(pulled_by(0, 0), replugged(pulled_by(0, 0))) == 0);
+static_assert(pulls_between(0, replugged(pulled_by(0, 0))) == 1);
+
 pid_t self_pid() noexcept {
     return ::getpid();
 }
@@ -66,6 +100,7 @@ pid_t self_pid() noexcept {
 struct ShmCable::Layout {
     std::uint64_t magic;
     EndInfo ends[2];
+    PullState pull;
     Queue<kCtlPayload, kCtlSlots> ctl[2];  ///< ctl[i]: towards end i
     Queue<kDataPayload, kDataSlots> data[2];
 };
@@ -78,7 +113,7 @@ void discard(Q& q) noexcept {
 }
 
 template <typename Q>
-bool push(Q& q, const WirePacket& p) noexcept {
+bool push(Q& q, const WirePacket& p, std::uint32_t pull) noexcept {
     const std::uint64_t head = at(q.head).load(std::memory_order_relaxed);
     const std::uint64_t tail = at(q.tail).load(std::memory_order_acquire);
     if (head - tail >= Q::kSlots) {
@@ -87,6 +122,7 @@ bool push(Q& q, const WirePacket& p) noexcept {
     auto& s = q.slots[head % Q::kSlots];
     s.h.len = static_cast<std::uint32_t>(p.data.size());
     s.h.hop = p.hop;
+    s.h.pull = pull;
     s.h.kind = static_cast<std::uint8_t>(p.kind);
     s.h.lane = static_cast<std::uint8_t>(p.lane);
     s.h.sof = static_cast<std::uint8_t>(p.sof_pdf);
@@ -104,14 +140,23 @@ bool push(Q& q, const WirePacket& p) noexcept {
     return true;
 }
 
-/// Hands up to `budget` packets to `deliver`; the slot is released after each call.
+/// Hands up to `budget` packets sent in pull state `pull` to `deliver`; the slot is released
+/// after each call. Packets sent in an earlier pull state were on the way when the cable was
+/// pulled: they are lost and counted in `stale`.
 template <typename Q, typename F>
-unsigned pop(Q& q, unsigned budget, F&& deliver) noexcept {
+unsigned pop(Q& q, unsigned budget, std::uint32_t pull, std::uint64_t& stale,
+             F&& deliver) noexcept {
     std::uint64_t tail = at(q.tail).load(std::memory_order_relaxed);
     const std::uint64_t head = at(q.head).load(std::memory_order_acquire);
     unsigned n = 0;
     while (tail != head && n < budget) {
         const auto& s = q.slots[tail % Q::kSlots];
+        if (s.h.pull != pull) {
+            ++stale;
+            ++tail;
+            at(q.tail).store(tail, std::memory_order_release);
+            continue;
+        }
         WirePacket p;
         const std::size_t len = std::min<std::size_t>(s.h.len, Q::kPayload);  // never trusted
         p.kind = static_cast<WireKind>(s.h.kind);
@@ -199,6 +244,12 @@ Result<std::unique_ptr<ShmCable>> ShmCable::open(const std::string& name, ShmCab
     }
     const auto s = static_cast<unsigned>(side);
     at(map->ends[s].generation).fetch_add(1);
+    // A pull whose owner left without ending it (closed or died while the cable was pulled):
+    // the new owner of that end plugs the cable back in.
+    std::uint32_t w = at(map->pull.word).load();
+    if (is_pulled(w) && puller_of(w) == s) {
+        at(map->pull.word).compare_exchange_strong(w, replugged(w));
+    }
     // Whatever a previous owner of this end left unread is stale.
     discard(map->ctl[s]);
     discard(map->data[s]);
@@ -212,9 +263,16 @@ ShmCable::ShmCable(std::string path, ShmCableConfig cfg, int fd, Layout* map,
       clock_(cfg_.clock != nullptr ? *cfg_.clock : Clock::steady()),
       fd_(fd),
       map_(map),
-      side_(side) {}
+      side_(side),
+      seen_pull_(at(map->pull.word).load()) {}
 
 ShmCable::~ShmCable() {
+    if (pulling_) {
+        std::uint32_t w = at(map_->pull.word).load();
+        if (is_pulled(w) && puller_of(w) == side_) {
+            at(map_->pull.word).compare_exchange_strong(w, replugged(w));  // end our pull
+        }
+    }
     at(map_->ends[side_].pid).store(0);  // seq_cst, paired with the load below in the peer
     const std::int32_t peer = at(map_->ends[1 - side_].pid).load();
     if (peer == 0 || !pid_alive(peer)) {
@@ -235,8 +293,18 @@ void ShmCable::bind(CableSink* sink, unsigned port) noexcept {
 }
 
 void ShmCable::set_faults(const FaultConfig& f) {
-    std::lock_guard lk(send_mu_);
-    faults_.configure(f);
+    {
+        std::lock_guard lk(send_mu_);
+        faults_.configure(f);
+    }
+    std::lock_guard lk(poll_mu_);
+    unplug_for_ = f.unplug;
+    unplug_after_ = f.unplug_after;
+    unplug_done_ = false;
+}
+
+bool ShmCable::pulled() const noexcept {
+    return is_pulled(at(map_->pull.word).load(std::memory_order_acquire));
 }
 
 void ShmCable::send(const WirePacket& p) noexcept {
@@ -246,6 +314,13 @@ void ShmCable::send(const WirePacket& p) noexcept {
     FaultInjector::Verdict v;
     {
         std::lock_guard lk(send_mu_);
+        // Read under send_mu_ so that packets of this end enter the queue in pull-state order.
+        const std::uint32_t pull = at(map_->pull.word).load(std::memory_order_acquire);
+        if (is_pulled(pull)) {
+            std::lock_guard slk(stats_mu_);
+            ++stats_.unplugged_drops;  // nothing to send into: the faults' RNG is not consumed
+            return;
+        }
         v = faults_.decide(p.kind);
         if (!v.drop) {
             std::array<std::byte, hw::nhi::kMaxFrameSize> bad;
@@ -254,12 +329,12 @@ void ShmCable::send(const WirePacket& p) noexcept {
             if (q.kind == WireKind::data) {
                 oversize = q.data.size() > kDataPayload;
                 for (unsigned i = 0; i < copies && !oversize; ++i) {
-                    ok = push(map_->data[to], q) || (ok && i > 0);
+                    ok = push(map_->data[to], q, pull) || (ok && i > 0);
                 }
             } else {
                 oversize = q.data.size() > kCtlPayload;
                 for (unsigned i = 0; i < copies && !oversize; ++i) {
-                    ok = push(map_->ctl[to], q) || (ok && i > 0);
+                    ok = push(map_->ctl[to], q, pull) || (ok && i > 0);
                 }
             }
         }
@@ -307,12 +382,18 @@ void ShmCable::notify() noexcept {
     }
 }
 
+void ShmCable::set_present(bool present) noexcept {
+    if (present_.exchange(present, std::memory_order_acq_rel) != present) {
+        notify();
+    }
+}
+
 void ShmCable::check_peer(Clock::Duration now) noexcept {
     const EndInfo& peer = map_->ends[1 - side_];
     const auto pid = static_cast<pid_t>(at(const_cast<std::int32_t&>(peer.pid)).load());
     const std::uint32_t gen = at(const_cast<std::uint32_t&>(peer.generation)).load();
     const std::uint64_t hb = at(const_cast<std::uint64_t&>(peer.heartbeat)).load();
-    const bool was = present_.load(std::memory_order_relaxed);
+    const bool was = peer_alive_;
     bool alive = pid != 0 && process_alive(pid);
     if (alive && (!was || gen != peer_gen_ || hb != peer_hb_)) {
         peer_hb_ = hb;
@@ -323,13 +404,13 @@ void ShmCable::check_peer(Clock::Duration now) noexcept {
     }
     if (was && alive && gen != peer_gen_) {
         // The peer restarted between two checks: a replug.
-        present_.store(false, std::memory_order_release);
+        peer_alive_ = false;
         discard_incoming();
         {
             std::lock_guard lk(stats_mu_);
             ++stats_.peer_losses;
         }
-        notify();
+        set_present(false);
     } else if (was == alive) {
         return;
     }
@@ -337,12 +418,57 @@ void ShmCable::check_peer(Clock::Duration now) noexcept {
         discard_incoming();
     }
     peer_gen_ = gen;
-    present_.store(alive, std::memory_order_release);
+    peer_alive_ = alive;
     {
         std::lock_guard lk(stats_mu_);
         ++(alive ? stats_.peer_arrivals : stats_.peer_losses);
     }
-    notify();
+    set_present(alive && !is_pulled(seen_pull_));
+}
+
+void ShmCable::check_pull(Clock::Duration now) noexcept {
+    auto word = at(map_->pull.word);
+    if (peer_alive_ && !first_present_) {
+        first_present_ = now;  // unplug_after counts from here
+    }
+    // Our pull has lasted `unplug_for_`: plug back in (only the puller ends a pull).
+    if (pulling_ && now >= replug_at_) {
+        pulling_ = false;
+        std::uint32_t w = word.load(std::memory_order_acquire);
+        if (is_pulled(w) && puller_of(w) == side_) {
+            word.compare_exchange_strong(w, replugged(w), std::memory_order_acq_rel);
+        }
+    }
+    // Our schedule: once, unplug_after after we first saw the peer, unless the peer's schedule
+    // pulled first (seen below, which sets unplug_done_).
+    if (!pulling_ && !unplug_done_ && unplug_for_.count() > 0 && first_present_ &&
+        now - *first_present_ >= std::chrono::duration_cast<Clock::Duration>(unplug_after_)) {
+        unplug_done_ = true;
+        std::uint32_t w = word.load(std::memory_order_acquire);
+        if (w == seen_pull_ && !is_pulled(w) &&
+            word.compare_exchange_strong(w, pulled_by(w, side_), std::memory_order_acq_rel)) {
+            pulling_ = true;
+            replug_at_ = now + std::chrono::duration_cast<Clock::Duration>(unplug_for_);
+        }
+    }
+    // What both ends see, whoever changed it.
+    const std::uint32_t w = word.load(std::memory_order_acquire);
+    if (w == seen_pull_) {
+        return;
+    }
+    const std::uint32_t pulls = pulls_between(seen_pull_, w);
+    seen_pull_ = w;
+    if (pulls > 0) {
+        unplug_done_ = true;  // once per cable, whichever end pulled
+        std::lock_guard lk(stats_mu_);
+        stats_.unplugs += pulls;
+    }
+    // Pulled: the peer goes away. Plugged again (even if we slept through the whole pull): it
+    // went away and comes back, so the router sees an unplug and then a plug.
+    set_present(false);
+    if (!is_pulled(w)) {
+        set_present(peer_alive_);
+    }
 }
 
 unsigned ShmCable::drain() noexcept {
@@ -350,10 +476,20 @@ unsigned ShmCable::drain() noexcept {
     if (sink == nullptr) {
         return 0;
     }
+    // Only packets of the pull state the router has been told about: after a change it has not
+    // seen yet, the next poll reports it first and then delivers.
+    if (at(map_->pull.word).load(std::memory_order_acquire) != seen_pull_) {
+        return 0;
+    }
     const unsigned port = port_.load(std::memory_order_relaxed);
     const auto deliver = [&](const WirePacket& p) { sink->cable_receive(port, p); };
-    unsigned n = pop(map_->ctl[side_], kDrainBudget, deliver);
-    n += pop(map_->data[side_], kDrainBudget, deliver);
+    std::uint64_t stale = 0;
+    unsigned n = pop(map_->ctl[side_], kDrainBudget, seen_pull_, stale, deliver);
+    n += pop(map_->data[side_], kDrainBudget, seen_pull_, stale, deliver);
+    if (stale != 0) {
+        std::lock_guard lk(stats_mu_);
+        stats_.unplugged_drops += stale;
+    }
     return n;
 }
 
@@ -368,6 +504,7 @@ void ShmCable::poll() noexcept {
         next_check_ = now + cfg_.liveness_interval;
         check_peer(now);
     }
+    check_pull(now);
     if (present_.load(std::memory_order_relaxed)) {
         const unsigned n = drain();
         if (n != 0) {

@@ -12,6 +12,20 @@
 // end that was closed, or a heartbeat counter that stopped moving for `heartbeat_timeout` mean the
 // peer is gone and the router sees the link drop; a peer that opens the end again (new generation)
 // is seen as a replug. The file is removed when the second end closes.
+//
+// Scheduled unplug (FaultConfig::unplug, TBV_EMU_FAULTS unplug_ms / unplug_after_ms): the cable
+// is pulled once, unplug_after after this end first saw the peer, for `unplug`, as the in-process
+// Cable does. The pull is a state of the cable, not of one end: a pull epoch in the file, even
+// while plugged and odd while pulled, which the end that pulls advances twice (pull, then replug
+// on its own clock when `unplug` has passed). Whichever end's schedule fires first pulls; the
+// other end observes it and drops its own schedule (once per cable). Both ends observe the epoch
+// in every poll: a pull takes the peer away (the router sees the link drop, hot-unplug event), the
+// replug brings it back (hot-plug event); an end that slept through a whole pull still sees an
+// unplug followed by a replug. Every packet carries the epoch it was sent in: what is sent while
+// pulled is dropped at once, and what was still in flight when the cable was pulled is dropped
+// when the receiver reaches it (both counted as unplugged_drops). Deterministic with a
+// ManualClock: the pull and the replug happen in the puller's poll, the other end follows at its
+// next poll.
 #pragma once
 
 #include <sys/types.h>
@@ -21,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "emu/clock.hpp"
@@ -51,6 +66,8 @@ struct ShmCableStats {
     std::uint64_t fault_drops = 0;  ///< lost by fault injection
     std::uint64_t fault_dups = 0;
     std::uint64_t fault_corrupted = 0;
+    std::uint64_t unplugs = 0;          ///< scheduled unplugs seen (this end's or the peer's)
+    std::uint64_t unplugged_drops = 0;  ///< sent while pulled, or in flight when it was pulled
 };
 
 class ShmCable final : public CableEnd {
@@ -66,9 +83,11 @@ public:
     unsigned side() const noexcept { return side_; }  ///< 0 = a, 1 = b
     const std::string& path() const noexcept { return path_; }
     ShmCableStats stats() const;
-    /// Drop / duplicate / corrupt what this end sends (FaultConfig, TBV_EMU_FAULTS); the
-    /// scheduled unplug applies to in-process cables only.
+    /// Drop / duplicate / corrupt what this end sends (FaultConfig, TBV_EMU_FAULTS), and arms
+    /// the scheduled unplug (once per cable; calling this again re-arms it).
     void set_faults(const FaultConfig& f);
+    /// True while the cable is pulled by the scheduled unplug (either end's).
+    bool pulled() const noexcept;
 
     // ---- CableEnd ----
     void bind(CableSink* sink, unsigned port) noexcept override;
@@ -81,6 +100,8 @@ public:
 private:
     ShmCable(std::string path, ShmCableConfig cfg, int fd, Layout* map, unsigned side) noexcept;
     void check_peer(Clock::Duration now) noexcept;
+    void check_pull(Clock::Duration now) noexcept;
+    void set_present(bool present) noexcept;
     bool process_alive(pid_t pid) noexcept;
     void discard_incoming() noexcept;
     void notify() noexcept;
@@ -99,8 +120,18 @@ private:
 
     std::mutex send_mu_;    ///< one producer per queue within this process
     FaultInjector faults_;  ///< send_mu_ held
-    std::mutex poll_mu_;    ///< one consumer; also guards the liveness state below
+    std::mutex poll_mu_;    ///< one consumer; also guards the liveness and pull state below
     Clock::Duration next_check_{0};
+    bool peer_alive_ = false;  ///< liveness (pid, generation, heartbeat); present_ also needs
+                               ///< the cable not to be pulled
+    // Scheduled unplug.
+    std::chrono::milliseconds unplug_for_{0};  ///< FaultConfig::unplug; 0: none
+    std::chrono::milliseconds unplug_after_{0};
+    bool unplug_done_ = false;                      ///< pulled once (by either end)
+    std::optional<Clock::Duration> first_present_;  ///< when the peer was first seen
+    bool pulling_ = false;                          ///< this end pulled and owns the replug
+    Clock::Duration replug_at_{0};
+    std::uint32_t seen_pull_ = 0;  ///< the file's pull state as last reported to the router
     pid_t peer_pid_ = 0;
     int peer_pidfd_ = -1;
     std::uint32_t peer_gen_ = 0;

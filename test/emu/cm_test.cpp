@@ -464,3 +464,72 @@ TEST_CASE("a cable pulled for 30 ms by TBV_EMU_FAULTS: link down, then rails bac
     CHECK(a.port().rails.size() == 2);
     CHECK(frame_flows(a, b, ha, hb, 0, 0, 3));
 }
+
+TEST_CASE("a shared-memory cable pulled by TBV_EMU_FAULTS: link down, then rails back",
+          "[emu][cm][shm][fork][faults]") {
+    const std::string name = "cm-pull-" + std::to_string(::getpid());
+    // Read by both processes when they open their end of the cable.
+    ::setenv("TBV_EMU_FAULTS", "unplug_ms=40,unplug_after_ms=50", 1);
+    std::cout.flush();
+    std::fflush(stdout);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        emu::EmuHost hb(host_cfg("b", 0x2222'0000'0000'0001));
+        if (!hb.open_shm_cable(0, name)) {
+            ::_exit(3);
+        }
+        auto nhi = nhi::Nhi::open(hb.nhi());
+        auto ring = nhi ? nhi::ControlRing::create(**nhi)
+                        : Result<std::unique_ptr<nhi::ControlRing>>(fail(Errc::malformed));
+        auto ch = ring ? usb4::ControlChannel::create(**ring)
+                       : Result<std::unique_ptr<usb4::ControlChannel>>(fail(Errc::malformed));
+        if (!ch) {
+            ::_exit(4);
+        }
+        auto cm = usb4::ConnectionManager::create(**nhi, **ch, fast_opts());
+        if (!cm) {
+            ::_exit(5);
+        }
+        for (;;) {
+            (*cm)->poll();
+            std::this_thread::sleep_for(50us);
+        }
+    }
+    REQUIRE(child > 0);
+    struct Reaper {
+        pid_t pid;
+        ~Reaper() {
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+        }
+    } reaper{child};
+
+    emu::EmuHost ha(host_cfg("a", 0x1111'0000'0000'0001));
+    std::vector<std::string> trace;
+    Stack a(ha, fast_opts(), &trace);
+    const auto opened = ha.open_shm_cable(0, name);
+    ::unsetenv("TBV_EMU_FAULTS");
+    REQUIRE(opened);
+    bool was_up = false;
+    bool went_down = false;
+    const auto end = std::chrono::steady_clock::now() + 20s;
+    bool done = false;
+    while (!done && std::chrono::steady_clock::now() < end) {
+        a.cm->poll();
+        const bool up = a.port().state == LinkState::up;
+        went_down = went_down || (was_up && a.port().state == LinkState::down);
+        was_up = was_up || up;
+        done = went_down && up && a.port().rails.size() == 2;
+        std::this_thread::sleep_for(50us);
+    }
+    if (!done) {
+        dump(trace);
+    }
+    CHECK(was_up);
+    CHECK(went_down);
+    REQUIRE(done);
+    CHECK(ha.shm_cable(0)->stats().unplugs == 1);
+    CHECK(ha.router().counters().link_downs > 0);
+}
