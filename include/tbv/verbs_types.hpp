@@ -127,6 +127,58 @@ struct QpAttr {
     std::uint8_t rnr_retry = 0;
 };
 
+// ---- work requests (struct ibv_sge, ibv_send_wr, ibv_recv_wr; enum ibv_wr_opcode, ibv_send_flags)
+
+enum class WrOpcode : std::uint8_t {
+    rdma_write = 0,
+    rdma_write_with_imm = 1,
+    send = 2,
+    send_with_imm = 3,
+    rdma_read = 4,
+    atomic_cmp_and_swp = 5,
+    atomic_fetch_and_add = 6,
+};
+inline constexpr std::uint32_t kSendFence = 1u << 0;      ///< IBV_SEND_FENCE
+inline constexpr std::uint32_t kSendSignaled = 1u << 1;   ///< IBV_SEND_SIGNALED
+inline constexpr std::uint32_t kSendSolicited = 1u << 2;  ///< IBV_SEND_SOLICITED
+inline constexpr std::uint32_t kSendInline = 1u << 3;     ///< IBV_SEND_INLINE
+inline constexpr std::uint32_t kSendFlagsKnown =
+    kSendFence | kSendSignaled | kSendSolicited | kSendInline;
+
+struct Sge {
+    std::uint64_t addr = 0;
+    std::uint32_t length = 0;
+    std::uint32_t lkey = 0;
+};
+
+class Ah;  // verbs/ah.hpp
+
+/// One send work request (the fields of struct ibv_send_wr this transport uses). imm_data is in
+/// network byte order, as in ibv_send_wr.
+struct SendWr {
+    std::uint64_t wr_id = 0;
+    const SendWr* next = nullptr;
+    const Sge* sg_list = nullptr;
+    std::uint32_t num_sge = 0;
+    WrOpcode opcode = WrOpcode::send;
+    std::uint32_t send_flags = 0;
+    std::uint32_t imm_data = 0;
+    std::uint64_t remote_addr = 0;  ///< RDMA and atomics
+    std::uint32_t rkey = 0;
+    std::uint64_t compare_add = 0;  ///< atomics
+    std::uint64_t swap = 0;
+    Ah* ah = nullptr;  ///< UD
+    std::uint32_t remote_qpn = 0;
+    std::uint32_t remote_qkey = 0;
+};
+
+struct RecvWr {
+    std::uint64_t wr_id = 0;
+    const RecvWr* next = nullptr;
+    const Sge* sg_list = nullptr;
+    std::uint32_t num_sge = 0;
+};
+
 // ---- work completions (struct ibv_wc, enum ibv_wc_status, ibv_wc_opcode, ibv_wc_flags) ---------
 
 enum class WcStatus : std::uint8_t {

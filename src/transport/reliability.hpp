@@ -112,6 +112,10 @@ public:
 
     SenderStatus status() const noexcept { return status_; }
     std::uint32_t next_psn() const noexcept { return next_psn_; }
+    /// PSN of the oldest unacknowledged frame (next_psn() when idle).
+    std::uint32_t oldest_psn() const noexcept {
+        return head_ == tail_ ? next_psn_ : slots_[head_ % cap_].psn;
+    }
     std::uint32_t unacked() const noexcept { return static_cast<std::uint32_t>(tail_ - head_); }
     bool window_full() const noexcept { return tail_ - head_ >= cap_; }
     bool idle() const noexcept { return head_ == tail_; }
@@ -340,6 +344,13 @@ public:
         const auto d = static_cast<std::uint16_t>(rail_seq - static_cast<std::uint16_t>(next_));
         if (d < 0x8000u) {
             next_ += d + 1u;  // frames between were lost on the wire: forget them
+        }
+    }
+    /// A descriptor was used by a frame we cannot read (CRC error, truncated, malformed): its
+    /// rail sequence is unknown, the next good frame's sequence covers it.
+    void on_lost_frame() noexcept {
+        if (free_ > 0) {
+            --free_;
         }
     }
     /// Descriptors re-posted after their frames were consumed.

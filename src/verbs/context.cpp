@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "verbs/context.hpp"
+
+#include <algorithm>
+
+namespace tbv::verbs {
+
+namespace {
+constexpr std::size_t kMaxQueuedEvents = 1024;  // a peer cannot make us queue without bound
+
+template <typename T>
+Result<void> erase_owned(std::vector<std::unique_ptr<T>>& v, const T* p) {
+    const auto it = std::find_if(v.begin(), v.end(), [&](const auto& u) { return u.get() == p; });
+    if (it == v.end()) {
+        return fail(std::errc::invalid_argument);
+    }
+    v.erase(it);
+    return ok();
+}
+}  // namespace
+
+Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions opts) {
+    auto c = std::unique_ptr<Context>(new Context(dev, std::move(opts)));
+    auto nhi = nhi::Nhi::open(dev);
+    if (!nhi) {
+        return Failure{nhi.error()};
+    }
+    c->nhi_ = std::move(*nhi);
+    auto ring = nhi::ControlRing::create(*c->nhi_);
+    if (!ring) {
+        return Failure{ring.error()};
+    }
+    c->ring_ = std::move(*ring);
+    auto ch = usb4::ControlChannel::create(*c->ring_);
+    if (!ch) {
+        return Failure{ch.error()};
+    }
+    c->ch_ = std::move(*ch);
+    usb4::CmOptions cm = c->opts_.cm;
+    Context* self = c.get();
+    cm.on_rails = [self](usb4::Link& l, bool up) {
+        if (up) {
+            if (auto r = self->fabric_->attach(l); !r && self->opts_.cm.trace) {
+                self->opts_.cm.trace("transport: cannot use the rails: " + r.error().message());
+            }
+        } else {
+            self->fabric_->detach(l);
+        }
+    };
+    auto mgr = usb4::ConnectionManager::create(*c->nhi_, *c->ch_, std::move(cm));
+    if (!mgr) {
+        return Failure{mgr.error()};
+    }
+    c->cm_ = std::move(*mgr);
+    c->fabric_ = std::make_unique<transport::Fabric>(
+        dev, c->cm_->uuid(), [self](std::uint16_t, bool up) {
+            self->push_event(up ? AsyncEventType::port_active : AsyncEventType::port_err, 1);
+        });
+    auto mrs = MrTable::create(dev, c->opts_.limits);
+    if (!mrs) {
+        return Failure{mrs.error()};
+    }
+    c->mrs_ = std::move(*mrs);
+    if (c->opts_.cm_thread) {
+        c->cm_thread_ = std::thread([self] { self->cm_loop(); });
+    }
+    return c;
+}
+
+Context::Context(hw::Device& dev, ContextOptions opts) : dev_(dev), opts_(std::move(opts)) {}
+
+Context::~Context() {
+    stop_.store(true, std::memory_order_release);
+    if (cm_thread_.joinable()) {
+        cm_thread_.join();
+    }
+    // QPs before the objects they name; the CM (rails) before the fabric's ports go.
+    qps_.clear();
+    srqs_.clear();
+    cqs_.clear();
+    mrs_.reset();
+    pds_.clear();
+    cm_.reset();
+    fabric_.reset();
+}
+
+void Context::cm_loop() {
+    while (!stop_.load(std::memory_order_acquire)) {
+        {
+            std::lock_guard g(mu_);
+            cm_->poll();
+        }
+        std::this_thread::sleep_for(opts_.cm_period);
+    }
+}
+
+void Context::poll_cm() {
+    std::lock_guard g(mu_);
+    cm_->poll();
+}
+
+bool Context::port_active() {
+    std::lock_guard g(mu_);
+    for (const usb4::Link& l : cm_->links()) {
+        if (l.state == usb4::LinkState::up) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// ---- events ------------------------------------------------------------------------------------
+
+void Context::async_thunk(void* self, AsyncEventType type, std::uint32_t object) noexcept {
+    static_cast<Context*>(self)->push_event(type, object);
+}
+
+void Context::push_event(AsyncEventType type, std::uint32_t object) noexcept {
+    {
+        std::lock_guard g(ev_mu_);
+        if (events_.size() >= kMaxQueuedEvents) {
+            return;  // the application is not reading them; drop the newest
+        }
+        try {
+            events_.push_back({type, object});
+        } catch (...) {
+            return;  // out of memory: an event is lost, nothing else
+        }
+    }
+    ev_cv_.notify_all();
+}
+
+bool Context::get_async_event(AsyncEvent& ev, std::chrono::nanoseconds timeout) {
+    std::unique_lock g(ev_mu_);
+    if (!ev_cv_.wait_for(g, timeout, [&] { return !events_.empty(); })) {
+        return false;
+    }
+    ev = events_.front();
+    events_.pop_front();
+    return true;
+}
+
+// ---- objects -----------------------------------------------------------------------------------
+
+Result<Pd*> Context::alloc_pd() {
+    std::lock_guard g(mu_);
+    if (pds_.size() >= opts_.limits.max_pd) {
+        return fail(std::errc::not_enough_memory);
+    }
+    pds_.push_back(std::make_unique<Pd>(next_handle_++));
+    return pds_.back().get();
+}
+
+Result<void> Context::dealloc_pd(Pd* pd) {
+    std::lock_guard g(mu_);
+    if (pd == nullptr) {
+        return fail(std::errc::invalid_argument);
+    }
+    if (auto c = pd->check_dealloc(); !c) {
+        return c;
+    }
+    return erase_owned(pds_, pd);
+}
+
+Result<Mr*> Context::reg_mr(Pd& pd, void* addr, std::size_t len, std::uint32_t access) {
+    std::lock_guard g(mu_);
+    return mrs_->reg_mr(pd, addr, len, access);
+}
+
+Result<void> Context::dereg_mr(Mr* mr) {
+    std::lock_guard g(mu_);
+    if (mr == nullptr) {
+        return fail(std::errc::invalid_argument);
+    }
+    return mrs_->dereg_mr(*mr);
+}
+
+Result<Cq*> Context::create_cq(std::uint32_t cqe) {
+    std::lock_guard g(mu_);
+    if (cqs_.size() >= opts_.limits.max_cq) {
+        return fail(std::errc::not_enough_memory);
+    }
+    auto cq = Cq::create(cqe, opts_.limits, next_handle_++, AsyncHandler{&async_thunk, this});
+    if (!cq) {
+        return Failure{cq.error()};
+    }
+    cqs_.push_back(std::move(*cq));
+    return cqs_.back().get();
+}
+
+Result<void> Context::destroy_cq(Cq* cq) {
+    std::lock_guard g(mu_);
+    for (const auto& q : qps_) {
+        if (q->uses(cq)) {
+            return fail(std::errc::device_or_resource_busy);
+        }
+    }
+    return erase_owned(cqs_, cq);
+}
+
+Result<Srq*> Context::create_srq(Pd& pd, std::uint32_t max_wr, std::uint32_t max_sge,
+                                 std::uint32_t limit) {
+    std::lock_guard g(mu_);
+    if (srqs_.size() >= opts_.limits.max_srq) {
+        return fail(std::errc::not_enough_memory);
+    }
+    auto s = Srq::create(pd, *mrs_, max_wr, max_sge, limit, opts_.limits, next_handle_++,
+                         AsyncHandler{&async_thunk, this});
+    if (!s) {
+        return Failure{s.error()};
+    }
+    srqs_.push_back(std::move(*s));
+    return srqs_.back().get();
+}
+
+Result<void> Context::modify_srq(Srq& srq, std::uint32_t limit) {
+    std::lock_guard g(mu_);
+    return srq.arm(limit);
+}
+
+Result<void> Context::destroy_srq(Srq* srq) {
+    std::lock_guard g(mu_);
+    if (srq == nullptr) {
+        return fail(std::errc::invalid_argument);
+    }
+    if (srq->users() != 0) {
+        return fail(std::errc::device_or_resource_busy);
+    }
+    return erase_owned(srqs_, srq);
+}
+
+Result<Qp*> Context::create_qp(const QpInit& init) {
+    std::lock_guard g(mu_);
+    if (qps_.size() >= opts_.limits.max_qp) {
+        return fail(std::errc::not_enough_memory);
+    }
+    QpEnv env{fabric_.get(), mrs_.get(), opts_.limits, AsyncHandler{&async_thunk, this}};
+    auto qp = Qp::create(env, init);
+    if (!qp) {
+        return Failure{qp.error()};
+    }
+    if (init.srq != nullptr) {
+        init.srq->retain();
+    }
+    qps_.push_back(std::move(*qp));
+    return qps_.back().get();
+}
+
+Result<void> Context::modify_qp(Qp& qp, const QpAttr& attr, std::uint32_t mask) {
+    std::lock_guard g(mu_);
+    return qp.modify(attr, mask);
+}
+
+Result<void> Context::destroy_qp(Qp* qp) {
+    std::lock_guard g(mu_);
+    if (qp == nullptr) {
+        return fail(std::errc::invalid_argument);
+    }
+    Srq* srq = qp->srq();
+    auto r = erase_owned(qps_, qp);
+    if (r && srq != nullptr) {
+        srq->release_user();
+    }
+    return r;
+}
+
+// ---- data path ---------------------------------------------------------------------------------
+
+Result<void> Context::post_send(Qp& qp, const SendWr& wr, const SendWr** bad) noexcept {
+    std::lock_guard g(mu_);
+    auto r = qp.post_send(wr, bad);
+    // Start at once: a latency-bound caller should not wait for its next poll to hit the wire.
+    (void)qp.pump(transport::Clock::now());
+    fabric_->flush();
+    return r;
+}
+
+Result<void> Context::post_recv(Qp& qp, const RecvWr& wr, const RecvWr** bad) noexcept {
+    std::lock_guard g(mu_);
+    return qp.post_recv(wr, bad);
+}
+
+Result<void> Context::post_srq_recv(Srq& srq, const RecvWr& wr, const RecvWr** bad) noexcept {
+    std::lock_guard g(mu_);
+    return srq.post_recv(wr, bad);
+}
+
+std::uint32_t Context::poll_cq(Cq& cq, std::span<Wc> out) noexcept {
+    std::lock_guard g(mu_);
+    progress_locked();
+    return cq.poll(out);
+}
+
+void Context::progress() noexcept {
+    std::lock_guard g(mu_);
+    progress_locked();
+}
+
+void Context::progress_locked() noexcept {
+    (void)fabric_->poll();
+    const auto now = transport::Clock::now();
+    for (const auto& q : qps_) {
+        if (q->busy()) {
+            (void)q->pump(now);
+        }
+    }
+    fabric_->flush();
+}
+
+}  // namespace tbv::verbs

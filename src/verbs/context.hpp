@@ -1,0 +1,146 @@
+// SPDX-License-Identifier: Apache-2.0
+// Context: one open verbs device on one NHI. It owns the driver stack (Nhi, control ring and
+// channel, connection manager), the fabric (rails as ports, loopback), and every verbs object
+// (PDs, MRs, CQs, QPs, SRQs), and it is the progress engine.
+//
+// Threads. The data path runs on the application's threads: post_send, post_recv and poll_cq
+// take the context's lock, and poll_cq drives progress (receive on every port, run every QP's
+// timers and queues, post what is ready with one doorbell per port) — no helper thread spins.
+// The control plane needs a thread of its own, because a peer may plug in or start talking while
+// the application is blocked elsewhere (perftest waits in accept()): the CM thread sleeps, wakes
+// every `cm_period`, and runs the connection manager under the same lock; it brings rails up and
+// down through the fabric, and raises port events. With `cm_thread = false` the owner calls
+// poll_cm() itself (deterministic tests).
+//
+// Lock order: the context lock is the only lock on these paths. The CQ and the MR refcounts are
+// safe to read without it (poll of a CQ never races another poll of the same CQ under the lock).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "hw/device.hpp"
+#include "nhi/control_ring.hpp"
+#include "nhi/nhi.hpp"
+#include "tbv/result.hpp"
+#include "transport/fabric.hpp"
+#include "usb4/connection_manager.hpp"
+#include "usb4/control_channel.hpp"
+#include "verbs/cq.hpp"
+#include "verbs/limits.hpp"
+#include "verbs/mr.hpp"
+#include "verbs/pd.hpp"
+#include "verbs/qp.hpp"
+#include "verbs/srq.hpp"
+
+namespace tbv::verbs {
+
+struct ContextOptions {
+    usb4::CmOptions cm{};
+    DeviceLimits limits = kDefaultLimits;
+    bool cm_thread = true;
+    std::chrono::nanoseconds cm_period = std::chrono::milliseconds(2);
+};
+
+struct AsyncEvent {
+    AsyncEventType type = AsyncEventType::port_active;
+    std::uint32_t object = 0;  ///< QP number, CQ/SRQ handle, or port number
+};
+
+class Context {
+public:
+    static Result<std::unique_ptr<Context>> open(hw::Device& dev, ContextOptions opts = {});
+    ~Context();
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    const DeviceLimits& limits() const noexcept { return opts_.limits; }
+    std::uint16_t lid() const noexcept { return fabric_->lid(); }
+    hw::usb4::UuidDwords uuid() const noexcept { return cm_->uuid(); }
+    /// Port state: active when a peer with rails is connected (loopback always works).
+    bool port_active();
+
+    // ---- objects (control path) ----------------------------------------------------------------
+    Result<Pd*> alloc_pd();
+    Result<void> dealloc_pd(Pd* pd);
+    Result<Mr*> reg_mr(Pd& pd, void* addr, std::size_t len, std::uint32_t access);
+    Result<void> dereg_mr(Mr* mr);
+    Result<Cq*> create_cq(std::uint32_t cqe);
+    Result<void> destroy_cq(Cq* cq);
+    Result<Srq*> create_srq(Pd& pd, std::uint32_t max_wr, std::uint32_t max_sge,
+                            std::uint32_t limit = 0);
+    Result<void> modify_srq(Srq& srq, std::uint32_t limit);
+    Result<void> destroy_srq(Srq* srq);
+    Result<Qp*> create_qp(const QpInit& init);
+    Result<void> modify_qp(Qp& qp, const QpAttr& attr, std::uint32_t mask);
+    Result<void> destroy_qp(Qp* qp);
+
+    // ---- data path ------------------------------------------------------------------------------
+    Result<void> post_send(Qp& qp, const SendWr& wr, const SendWr** bad = nullptr) noexcept;
+    Result<void> post_recv(Qp& qp, const RecvWr& wr, const RecvWr** bad = nullptr) noexcept;
+    Result<void> post_srq_recv(Srq& srq, const RecvWr& wr, const RecvWr** bad = nullptr) noexcept;
+    /// Drives progress, then takes up to out.size() completions.
+    std::uint32_t poll_cq(Cq& cq, std::span<Wc> out) noexcept;
+    /// One round of progress (what poll_cq does first).
+    void progress() noexcept;
+
+    // ---- control plane and events ---------------------------------------------------------------
+    /// Runs the connection manager once (only needed with cm_thread = false).
+    void poll_cm();
+    /// Next async event, waiting up to `timeout`; false if none came.
+    bool get_async_event(AsyncEvent& ev, std::chrono::nanoseconds timeout);
+
+    /// Counters (tbv status, tests): call with a function taking (const Qp&).
+    template <typename F>
+    void for_each_qp(F&& f) {
+        std::lock_guard g(mu_);
+        for (const auto& q : qps_) {
+            f(*q);
+        }
+    }
+    template <typename F>
+    void for_each_port(F&& f) {
+        std::lock_guard g(mu_);
+        fabric_->for_each_port(f);
+    }
+    const usb4::ConnectionManager& cm() const noexcept { return *cm_; }
+
+private:
+    explicit Context(hw::Device& dev, ContextOptions opts);
+    void progress_locked() noexcept;
+    void push_event(AsyncEventType type, std::uint32_t object) noexcept;
+    static void async_thunk(void* self, AsyncEventType type, std::uint32_t object) noexcept;
+    void cm_loop();
+
+    hw::Device& dev_;
+    ContextOptions opts_;
+    std::mutex mu_;
+    std::unique_ptr<nhi::Nhi> nhi_;
+    std::unique_ptr<nhi::ControlRing> ring_;
+    std::unique_ptr<usb4::ControlChannel> ch_;
+    std::unique_ptr<transport::Fabric> fabric_;
+    std::unique_ptr<usb4::ConnectionManager> cm_;
+    std::unique_ptr<MrTable> mrs_;
+    std::vector<std::unique_ptr<Pd>> pds_;
+    std::vector<std::unique_ptr<Cq>> cqs_;
+    std::vector<std::unique_ptr<Srq>> srqs_;
+    std::vector<std::unique_ptr<Qp>> qps_;
+    std::uint32_t next_handle_ = 1;
+
+    std::mutex ev_mu_;
+    std::condition_variable ev_cv_;
+    std::deque<AsyncEvent> events_;
+
+    std::atomic<bool> stop_{false};
+    std::thread cm_thread_;
+};
+
+}  // namespace tbv::verbs
