@@ -3,7 +3,8 @@
 // responses and atomic ACKs; ACK/NAK/RNR NAK through transport::Receiver.
 //
 // Every request frame is checked before the receiver may accept it: R_Key, PD, the QP's and the
-// MR's access flags, bounds (overflow-safe), for the exact bytes this frame touches. A refused
+// MR's access flags, bounds (overflow-safe) of the whole message the frame belongs to (its RETH
+// and msg_len; the decoder already holds the frame inside the message). A refused
 // frame is answered with a NAK only when it is the next expected PSN (a NAK says "everything
 // before this arrived"); a refused frame ahead of a gap is dropped and meets the same check again
 // when it is retransmitted in order. Nothing outside a checked range is ever written or read.
@@ -93,11 +94,12 @@ void Qp::on_request(const wire::Frame& f, transport::Port& /*from*/,
         ri.last_of_message = info.position == wire::Position::last ||
                              info.position == wire::Position::only;
         if (!send) {
-            const std::uint64_t va = h.reth.va + h.msg_offset;
-            if ((access & kAccessRemoteWrite) == 0 || va < h.reth.va) {
+            // The whole message's range, on every frame (as an HCA checks the RETH): a WRITE
+            // that would cross the MR's end writes nothing, not its first frames.
+            if ((access & kAccessRemoteWrite) == 0) {
                 fault = true;
             } else {
-                target = env_.mrs->check_remote(h.reth.rkey, *init_.pd, va, h.payload_len,
+                target = env_.mrs->check_remote(h.reth.rkey, *init_.pd, h.reth.va, h.msg_len,
                                                 kAccessRemoteWrite);
                 fault = !target;
             }
@@ -168,7 +170,7 @@ void Qp::on_request(const wire::Frame& f, transport::Port& /*from*/,
             if (send) {
                 scatter(r->segs, r->nseg, h.msg_offset, f.payload.data(), h.payload_len);
             } else {
-                std::memcpy(target.target.host, f.payload.data(), h.payload_len);
+                std::memcpy(target.target.host + h.msg_offset, f.payload.data(), h.payload_len);
             }
             ctr_.rx_bytes += h.payload_len;
         }
