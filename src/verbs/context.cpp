@@ -39,6 +39,7 @@ Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions o
     usb4::CmOptions cm = c->opts_.cm;
     Context* self = c.get();
     cm.on_rails = [self](usb4::Link& l, bool up) {
+        std::lock_guard g(self->mu_);  // the CM thread already holds cm_mu_ (order cm → data)
         if (up) {
             if (auto r = self->fabric_->attach(l); !r && self->opts_.cm.trace) {
                 self->opts_.cm.trace("transport: cannot use the rails: " + r.error().message());
@@ -76,18 +77,19 @@ Context::~Context() {
     }
     // QPs before the objects they name; the CM (rails) before the fabric's ports go.
     qps_.clear();
+    ahs_.clear();
     srqs_.clear();
     cqs_.clear();
     mrs_.reset();
     pds_.clear();
-    cm_.reset();
+    cm_.reset();  // detaches the fabric's ports through on_rails (takes mu_)
     fabric_.reset();
 }
 
 void Context::cm_loop() {
     while (!stop_.load(std::memory_order_acquire)) {
         {
-            std::lock_guard g(mu_);
+            std::lock_guard g(cm_mu_);
             cm_->poll();
         }
         std::this_thread::sleep_for(opts_.cm_period);
@@ -95,12 +97,12 @@ void Context::cm_loop() {
 }
 
 void Context::poll_cm() {
-    std::lock_guard g(mu_);
+    std::lock_guard g(cm_mu_);
     cm_->poll();
 }
 
 bool Context::port_active() {
-    std::lock_guard g(mu_);
+    std::lock_guard g(cm_mu_);
     for (const usb4::Link& l : cm_->links()) {
         if (l.state == usb4::LinkState::up) {
             return true;
@@ -227,6 +229,23 @@ Result<void> Context::destroy_srq(Srq* srq) {
         return fail(std::errc::device_or_resource_busy);
     }
     return erase_owned(srqs_, srq);
+}
+
+Result<Ah*> Context::create_ah(Pd& pd, const AddressVector& av) {
+    std::lock_guard g(mu_);
+    if (ahs_.size() >= opts_.limits.max_ah) {
+        return fail(std::errc::not_enough_memory);
+    }
+    if (av.dlid == 0 || av.port_num > opts_.limits.phys_port_cnt) {
+        return fail(std::errc::invalid_argument);
+    }
+    ahs_.push_back(std::make_unique<Ah>(pd, av));
+    return ahs_.back().get();
+}
+
+Result<void> Context::destroy_ah(Ah* ah) {
+    std::lock_guard g(mu_);
+    return erase_owned(ahs_, ah);
 }
 
 Result<Qp*> Context::create_qp(const QpInit& init) {

@@ -34,6 +34,7 @@
 #include "transport/fabric.hpp"
 #include "usb4/connection_manager.hpp"
 #include "usb4/control_channel.hpp"
+#include "verbs/ah.hpp"
 #include "verbs/cq.hpp"
 #include "verbs/limits.hpp"
 #include "verbs/mr.hpp"
@@ -79,6 +80,8 @@ public:
                             std::uint32_t limit = 0);
     Result<void> modify_srq(Srq& srq, std::uint32_t limit);
     Result<void> destroy_srq(Srq* srq);
+    Result<Ah*> create_ah(Pd& pd, const AddressVector& av);
+    Result<void> destroy_ah(Ah* ah);
     Result<Qp*> create_qp(const QpInit& init);
     Result<void> modify_qp(Qp& qp, const QpAttr& attr, std::uint32_t mask);
     Result<void> destroy_qp(Qp* qp);
@@ -111,7 +114,12 @@ public:
         std::lock_guard g(mu_);
         fabric_->for_each_port(f);
     }
-    const usb4::ConnectionManager& cm() const noexcept { return *cm_; }
+    /// Runs `f` with the connection manager (links, counters) under its lock.
+    template <typename F>
+    void with_cm(F&& f) {
+        std::lock_guard g(cm_mu_);
+        f(static_cast<const usb4::ConnectionManager&>(*cm_));
+    }
 
 private:
     explicit Context(hw::Device& dev, ContextOptions opts);
@@ -122,6 +130,7 @@ private:
 
     hw::Device& dev_;
     ContextOptions opts_;
+    std::mutex cm_mu_;
     std::mutex mu_;
     std::unique_ptr<nhi::Nhi> nhi_;
     std::unique_ptr<nhi::ControlRing> ring_;
@@ -133,6 +142,7 @@ private:
     std::vector<std::unique_ptr<Cq>> cqs_;
     std::vector<std::unique_ptr<Srq>> srqs_;
     std::vector<std::unique_ptr<Qp>> qps_;
+    std::vector<std::unique_ptr<Ah>> ahs_;
     std::uint32_t next_handle_ = 1;
 
     std::mutex ev_mu_;

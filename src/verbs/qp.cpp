@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "verbs/ah.hpp"
 #include "verbs/qp_wire.hpp"
 #include "verbs/srq.hpp"
 
@@ -17,10 +18,6 @@ Result<std::unique_ptr<Qp>> Qp::create(const QpEnv& env, const QpInit& init) {
     if (env.fabric == nullptr || env.mrs == nullptr || init.pd == nullptr ||
         init.send_cq == nullptr || (init.recv_cq == nullptr)) {
         return fail(std::errc::invalid_argument);
-    }
-    if (init.type != QpType::rc) {
-        // UC and UD are not carried yet: refuse rather than create a QP that cannot work.
-        return fail(std::errc::operation_not_supported);
     }
     QpCaps caps = init.cap;
     if (init.srq != nullptr) {
@@ -119,11 +116,20 @@ Result<void> Qp::modify(const QpAttr& attr, std::uint32_t mask) {
 
 Result<void> Qp::enter_rtr() {
     const QpAttr& a = sm_.attr();
+    qkey_ = a.qkey;
+    if (type() == QpType::ud) {
+        return ok();  // datagrams: no peer, no sequence
+    }
     peer_ = env_.fabric->peer(a.ah_attr.dlid);
     if (peer_ == nullptr) {
         return fail(std::errc::invalid_argument);  // LID 0: no such destination
     }
     dest_qpn_ = a.dest_qp_num;
+    if (type() == QpType::uc) {
+        uc_rx_psn_ = a.rq_psn;
+        uc_in_msg_ = false;
+        return ok();
+    }
     transport::ReceiverConfig rc;
     rc.initial_psn = a.rq_psn;
     rc.window = kPsnWindow;
@@ -142,6 +148,10 @@ Result<void> Qp::enter_rtr() {
 
 Result<void> Qp::enter_rts() {
     const QpAttr& a = sm_.attr();
+    if (type() != QpType::rc) {
+        uc_tx_psn_ = a.sq_psn;
+        return ok();
+    }
     transport::SenderConfig sc;
     sc.initial_psn = a.sq_psn;
     sc.window = kSendWindow;
@@ -177,6 +187,17 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
         const auto op = static_cast<unsigned>(wr->opcode);
         const bool atomic = wr->opcode == WrOpcode::atomic_cmp_and_swp ||
                             wr->opcode == WrOpcode::atomic_fetch_and_add;
+        const bool send_op = wr->opcode == WrOpcode::send || wr->opcode == WrOpcode::send_with_imm;
+        const bool type_ok = type() == QpType::rc   ? true
+                             : type() == QpType::ud ? send_op
+                                                    : send_op || wr->opcode == WrOpcode::rdma_write ||
+                                                          wr->opcode == WrOpcode::rdma_write_with_imm;
+        if (!type_ok) {
+            return fail_at(std::errc::invalid_argument);  // e.g. a READ on UC, a WRITE on UD
+        }
+        if (type() == QpType::ud && (wr->ah == nullptr || &wr->ah->pd() != init_.pd)) {
+            return fail_at(std::errc::invalid_argument);
+        }
         if (op > static_cast<unsigned>(WrOpcode::atomic_fetch_and_add) ||
             (wr->send_flags & ~kSendFlagsKnown) != 0 || wr->num_sge > caps_.max_send_sge ||
             (wr->num_sge != 0 && wr->sg_list == nullptr)) {
@@ -189,6 +210,7 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
         const bool inl = (wr->send_flags & kSendInline) != 0;
         const bool reads = wr->opcode == WrOpcode::rdma_read || atomic;
         if (total > wire::kMaxMessage || (inl && (reads || total > caps_.max_inline_data)) ||
+            (type() == QpType::ud && total > kUdMtu) ||
             (atomic && (total != 8 || (wr->remote_addr & 7u) != 0))) {
             return fail_at(std::errc::invalid_argument);
         }
@@ -207,6 +229,12 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
         w.solicited = (wr->send_flags & kSendSolicited) != 0;
         w.fence = (wr->send_flags & kSendFence) != 0;
         w.is_inline = inl && total != 0;
+        if (type() == QpType::ud) {
+            w.dlid = wr->ah->av().dlid;
+            w.rqpn = wr->remote_qpn;
+            // IB: a Q_Key with the high bit set means "use the QP's own Q_Key".
+            w.qkey = (wr->remote_qkey & 0x8000'0000u) != 0 ? sm_.attr().qkey : wr->remote_qkey;
+        }
         Seg* segs = sq_segs_.data() + (seq % sq_.size()) * caps_.max_send_sge;
         if (w.is_inline) {
             std::byte* dst = sq_inline_.data() + (seq % sq_.size()) * caps_.max_inline_data;
@@ -392,6 +420,9 @@ bool Qp::busy() const noexcept {
 
 bool Qp::pump(transport::TimePoint now) noexcept {
     const QpState st = sm_.state();
+    if (type() != QpType::rc) {
+        return (st == QpState::rts || st == QpState::sqd) && pump_unreliable();
+    }
     bool did = false;
     if (rcv_ && (st == QpState::rtr || st == QpState::rts || st == QpState::sqd)) {
         rcv_->poll(now);
@@ -410,6 +441,10 @@ bool Qp::pump(transport::TimePoint now) noexcept {
 }
 
 void Qp::on_frame(const wire::Frame& f, transport::Port& from) noexcept {
+    if (type() == QpType::ud) {
+        on_frame_ud(f, from);  // datagrams come from anyone; the Q_Key decides
+        return;
+    }
     // Peer binding: the frame must come from the peer this QP is connected to (a port whose far
     // end has the QP's destination LID) and from the connected QP.
     if (peer_ == nullptr || from.peer_lid() != peer_->lid || f.header.src_qpn != dest_qpn_) {
@@ -424,6 +459,10 @@ void Qp::on_frame(const wire::Frame& f, transport::Port& from) noexcept {
         return;
     }
     ++ctr_.rx_frames;
+    if (type() == QpType::uc) {
+        on_frame_uc(f, from);
+        return;
+    }
     const auto now = transport::Clock::now();
     if (is_response(f.header.opcode)) {
         if (!snd_) {

@@ -51,6 +51,8 @@ struct QpCounters {
     std::uint64_t wrong_peer = 0;            ///< frames from another peer / source QP (dropped)
     std::uint64_t dropped = 0;               ///< frames dropped for any other reason
     std::uint64_t replays = 0;               ///< duplicate READ/atomic answered again
+    std::uint64_t uc_dropped_messages = 0;   ///< UC: messages lost to a gap (or without a WQE)
+    std::uint64_t qkey_drops = 0;            ///< UD: datagrams with the wrong Q_Key
 };
 
 struct QpInit {
@@ -117,6 +119,9 @@ private:
         std::uint32_t nseg = 0;    ///< resolved SGEs in sq_segs_ (inline: 0)
         std::uint32_t ssn = 0;     ///< SEND / WRITE_WITH_IMM: receive sequence number
         std::uint32_t frames = 0;  ///< frames in the Sender (READ: one request per chunk)
+        std::uint32_t rqpn = 0;    ///< UD: destination QP, Q_Key, and LID (from the AH)
+        std::uint32_t qkey = 0;
+        std::uint16_t dlid = 0;
         WrOpcode op = WrOpcode::send;
         WcStatus status = WcStatus::success;  ///< a local error found at post time
         bool signaled = false;
@@ -199,6 +204,14 @@ private:
     void ack_through(std::uint32_t psn, transport::TimePoint now) noexcept;
     void advance_pending(transport::TimePoint now) noexcept;
 
+    // qp_unreliable.cpp: UC and UD.
+    bool pump_unreliable() noexcept;
+    void on_frame_uc(const transport::wire::Frame& f, transport::Port& from) noexcept;
+    void on_frame_ud(const transport::wire::Frame& f, transport::Port& from) noexcept;
+    RecvWqe* next_recv() noexcept;  ///< the receive WQE the next message takes (UC/UD)
+    void consume_recv() noexcept;   ///< ...and its removal once completed
+    transport::Port* uc_port() noexcept;
+
     // qp_responder.cpp
     void on_request(const transport::wire::Frame& f, transport::Port& from, transport::TimePoint now) noexcept;
 
@@ -247,6 +260,13 @@ private:
     std::uint64_t rq_head_ = 0, rq_tail_ = 0;
     std::uint32_t ssn_rx_ = 0;  ///< SSN of the oldest receive WQE not yet completed
     std::vector<RecvWqe> bound_;  ///< SRQ WQEs taken for messages in flight (by SSN)
+
+    // UC/UD (no reliability engine): next PSN to send / expected, message in progress.
+    std::uint32_t uc_tx_psn_ = 0;
+    std::uint32_t uc_rx_psn_ = 0;
+    std::uint32_t uc_msg_psn_ = 0;
+    bool uc_in_msg_ = false;
+    std::uint32_t qkey_ = 0;
 
     // Responder: records of accepted last frames (by PSN), READ/atomic work, atomic results.
     std::vector<MsgRecord> records_;

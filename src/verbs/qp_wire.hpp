@@ -25,6 +25,10 @@ inline constexpr std::uint32_t kReadChunkFrames = kPsnWindow / 4;
 inline constexpr std::uint32_t kReadChunk = kReadChunkFrames * kSegment;
 /// Records of accepted last frames (indexed by PSN mod kRecordRing; the window is no larger).
 inline constexpr std::uint32_t kRecordRing = kPsnWindow;
+/// Largest UD datagram: the port's active MTU (one frame always holds it with its headers).
+inline constexpr std::uint32_t kUdMtu = 2048;
+/// IB: a UD receive buffer starts with 40 bytes reserved for the GRH; the payload follows.
+inline constexpr std::uint32_t kGrhSize = 40;
 /// SRQ WQEs one QP may hold for messages still arriving (by SSN mod this).
 inline constexpr std::uint32_t kBindRing = 64;
 

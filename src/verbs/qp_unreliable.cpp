@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+// UC and UD: no acknowledgements, no retransmission (IB semantics).
+//
+// UC: a connected QP sends SEND/WRITE frames with consecutive PSNs on one port of its peer (one
+// port, so frames arrive in order: a gap then really is a loss), and a WQE completes once its last
+// frame is handed to the port. The receiver drops any message with a gap (the message in progress
+// when a PSN is missing, and frames until the next FIRST/ONLY); the receive WQE it was filling
+// stays for the next message. Remote access is checked as for RC; a refused UC write is dropped
+// and counted (UC has no NAK).
+//
+// UD: one frame per datagram (≤ kUdMtu), to the LID of an address handle; the receiver accepts
+// from anyone whose datagram carries its Q_Key and places the payload after the 40 bytes IB
+// reserves for a GRH. No receive WQE posted: the datagram is dropped and counted.
+#include <algorithm>
+#include <cstring>
+
+#include "verbs/qp.hpp"
+#include "verbs/qp_wire.hpp"
+#include "verbs/srq.hpp"
+
+namespace tbv::verbs {
+
+namespace wire = transport::wire;
+namespace psn = transport::psn;
+
+transport::Port* Qp::uc_port() noexcept {
+    if (peer_ == nullptr || peer_->ports.empty()) {
+        return nullptr;
+    }
+    return peer_->ports[qpn_ % peer_->ports.size()];
+}
+
+Qp::RecvWqe* Qp::next_recv() noexcept {
+    if (init_.srq == nullptr) {
+        return rq_head_ == rq_tail_ ? nullptr : &rq_[rq_head_ % rq_.size()];
+    }
+    RecvWqe& b = bound_[0];
+    if (b.bound) {
+        return &b;
+    }
+    std::uint32_t slot = 0;
+    if (!init_.srq->take(slot)) {
+        return nullptr;
+    }
+    b = RecvWqe{};
+    b.wr_id = init_.srq->wr_id(slot);
+    b.nseg = init_.srq->nseg(slot);
+    b.total = init_.srq->total(slot);
+    b.segs = init_.srq->segs(slot);
+    b.srq = init_.srq;
+    b.srq_slot = slot;
+    b.bound = true;
+    b.status = init_.srq->faulty(slot) ? WcStatus::loc_prot_err : WcStatus::success;
+    return &b;
+}
+
+void Qp::consume_recv() noexcept {
+    if (init_.srq == nullptr) {
+        ++rq_head_;
+    } else {
+        bound_[0].bound = false;
+    }
+}
+
+bool Qp::pump_unreliable() noexcept {
+    bool did = false;
+    while (sq_push_ != sq_tail_) {
+        SendWqe& w = sq_[sq_push_ % sq_.size()];
+        if (w.status != WcStatus::success) {
+            complete_send(w, w.status);
+            sq_push_ = sq_done_;
+            to_error();  // IB: a UC/UD send-queue error moves the QP to SQE; we flush it all
+            return true;
+        }
+        transport::Peer* dst = type() == QpType::ud ? env_.fabric->peer(w.dlid) : peer_;
+        while (push_frame_ < w.frames) {
+            transport::Port* port = nullptr;
+            if (dst != nullptr && dst->up()) {
+                port = type() == QpType::ud ? dst->pick(false) : uc_port();
+                if (port == nullptr || !port->can_send(false)) {
+                    return did;  // wait for credit: never overrun the peer's RX ring
+                }
+            }
+            if (port == nullptr) {
+                ++ctr_.no_route;  // no link: the datagram / frame is lost, as on a cable
+            } else if (type() == QpType::ud) {
+                wire::Header h{};
+                h.opcode = w.op == WrOpcode::send_with_imm ? wire::Opcode::ud_send_only_imm
+                                                           : wire::Opcode::ud_send_only;
+                h.dest_qpn = w.rqpn;
+                h.src_qpn = qpn_;
+                h.msg_len = w.len;
+                h.payload_len = static_cast<std::uint16_t>(w.len);
+                h.qkey = w.qkey;
+                h.imm = w.imm;
+                if (w.solicited) {
+                    h.flags |= wire::kFlagSolicited;
+                }
+                port->stamp(h);
+                std::byte* buf = port->tx_buffer();
+                const std::size_t hs = wire::encode_header(h, {buf, wire::kMaxFrame});
+                if (hs != 0) {
+                    const std::uint64_t slot = sq_push_ % sq_.size();
+                    if (w.is_inline) {
+                        std::memcpy(buf + hs,
+                                    sq_inline_.data() + slot * caps_.max_inline_data, w.len);
+                    } else {
+                        gather(sq_segs_.data() + slot * caps_.max_send_sge, w.nseg, 0, buf + hs,
+                               w.len);
+                    }
+                    port->commit(static_cast<std::uint32_t>(hs + w.len));
+                    ++ctr_.tx_frames;
+                    ctr_.tx_bytes += w.len;
+                }
+            } else {
+                const transport::TxFrame tf{uc_tx_psn_, 1, (sq_push_ << 24) | push_frame_, false,
+                                            false};
+                build_request(tf, *port);
+            }
+            if (type() == QpType::uc) {
+                uc_tx_psn_ = psn::add(uc_tx_psn_, 1);
+            }
+            ++push_frame_;
+            did = true;
+        }
+        ++sq_push_;
+        push_frame_ = 0;
+        complete_send(w, WcStatus::success);  // unreliable: done once on the wire
+    }
+    return did;
+}
+
+void Qp::on_frame_uc(const wire::Frame& f, transport::Port& /*from*/) noexcept {
+    const wire::Header& h = f.header;
+    const wire::OpcodeInfo info = wire::opcode_info(static_cast<std::uint8_t>(h.opcode));
+    if (!info.data || info.deth || h.opcode >= wire::Opcode::read_request) {
+        ++ctr_.dropped;  // READ, atomics, ACKs have no meaning on UC
+        return;
+    }
+    if (h.psn != uc_rx_psn_) {
+        if (uc_in_msg_) {
+            ++ctr_.uc_dropped_messages;
+        }
+        uc_in_msg_ = false;  // a gap: the message in progress is lost
+    }
+    uc_rx_psn_ = psn::add(h.psn, 1);
+    const bool starts = info.position == wire::Position::first ||
+                        info.position == wire::Position::only;
+    const bool ends = info.position == wire::Position::last ||
+                      info.position == wire::Position::only;
+    if (starts) {
+        uc_in_msg_ = true;
+        uc_msg_psn_ = h.msg_psn;
+    } else if (!uc_in_msg_ || h.msg_psn != uc_msg_psn_) {
+        ++ctr_.dropped;
+        return;
+    }
+    const bool send = h.opcode <= wire::Opcode::send_only_imm;
+    RecvWqe* r = nullptr;
+    if (send || (info.imm && ends)) {
+        r = next_recv();
+        if (r == nullptr || r->status != WcStatus::success || (send && h.msg_len > r->total)) {
+            ++ctr_.uc_dropped_messages;  // no (usable) receive WQE: UC drops the message
+            uc_in_msg_ = false;
+            return;
+        }
+    }
+    if (!send) {
+        const AccessCheck t = (sm_.attr().qp_access_flags & kAccessRemoteWrite) == 0
+                                  ? AccessCheck{AccessFault::no_permission, {}}
+                                  : env_.mrs->check_remote(h.reth.rkey, *init_.pd, h.reth.va,
+                                                           h.msg_len, kAccessRemoteWrite);
+        if (!t) {
+            ++ctr_.remote_access_faults;
+            ++ctr_.uc_dropped_messages;
+            uc_in_msg_ = false;
+            return;
+        }
+        if (h.payload_len != 0) {
+            std::memcpy(t.target.host + h.msg_offset, f.payload.data(), h.payload_len);
+        }
+    } else if (h.payload_len != 0) {
+        scatter(r->segs, r->nseg, h.msg_offset, f.payload.data(), h.payload_len);
+    }
+    ctr_.rx_bytes += h.payload_len;
+    if (ends) {
+        uc_in_msg_ = false;
+        if (r != nullptr) {
+            complete_recv(*r, WcStatus::success, h.msg_len, h.imm, info.imm, !send);
+            consume_recv();
+        }
+    }
+}
+
+void Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
+    const wire::Header& h = f.header;
+    const QpState st = sm_.state();
+    if (!wire::opcode_info(static_cast<std::uint8_t>(h.opcode)).deth ||
+        (st != QpState::rtr && st != QpState::rts && st != QpState::sqd)) {
+        ++ctr_.dropped;
+        from.count_drop(transport::DropReason::bad_state);
+        return;
+    }
+    if (h.qkey != qkey_) {
+        ++ctr_.qkey_drops;
+        from.count_drop(transport::DropReason::qkey);
+        return;
+    }
+    ++ctr_.rx_frames;
+    RecvWqe* r = next_recv();
+    if (r == nullptr) {
+        ++ctr_.dropped;  // UD: no receive posted, the datagram is gone
+        return;
+    }
+    const bool imm = h.opcode == wire::Opcode::ud_send_only_imm;
+    WcStatus st_wc = r->status;
+    if (st_wc == WcStatus::success && h.payload_len + kGrhSize > r->total) {
+        st_wc = WcStatus::loc_len_err;
+    }
+    if (st_wc == WcStatus::success && h.payload_len != 0) {
+        scatter(r->segs, r->nseg, kGrhSize, f.payload.data(), h.payload_len);
+        ctr_.rx_bytes += h.payload_len;
+    }
+    // complete_recv reports the connected peer; a datagram reports its own sender.
+    const std::uint32_t saved = dest_qpn_;
+    dest_qpn_ = h.src_qpn;
+    transport::Peer* saved_peer = peer_;
+    peer_ = env_.fabric->peer(from.peer_lid());
+    complete_recv(*r, st_wc, h.payload_len + kGrhSize, h.imm, imm, false);
+    dest_qpn_ = saved;
+    peer_ = saved_peer;
+    consume_recv();
+}
+
+}  // namespace tbv::verbs

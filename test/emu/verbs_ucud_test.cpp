@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0
+// UC, UD and SRQ over two emulated hosts: data verified, UC drops a message with a gap, UD checks
+// the Q_Key and reports the sender, an SRQ feeds several QPs and raises its limit event.
+// UC and UD are unreliable by definition, so their data tests switch the cable's fault injection
+// off (TBV_EMU_FAULTS would make them lose messages, as it should); the UC loss test sets its own.
+#include "verbs_fixture.hpp"
+
+using namespace tbv;
+using namespace tbv::test;
+using namespace tbv::verbs;
+
+namespace {
+
+std::uint64_t addr(const void* p) { return reinterpret_cast<std::uint64_t>(p); }
+
+Qp* typed_qp(Node& n, QpType t, Srq* srq = nullptr) {
+    QpInit qi;
+    qi.type = t;
+    qi.pd = n.pd;
+    qi.send_cq = n.cq;
+    qi.recv_cq = n.cq;
+    qi.srq = srq;
+    qi.cap = {64, 64, 8, 8, 128};
+    return take(n.ctx->create_qp(qi));
+}
+
+void uc_up(Context& c, Qp& q, std::uint16_t lid, std::uint32_t dqpn, std::uint32_t sq,
+           std::uint32_t rq) {
+    QpAttr a{};
+    a.qp_state = QpState::init;
+    a.port_num = 1;
+    a.qp_access_flags = kAccessRemoteWrite;
+    REQUIRE(c.modify_qp(q, a, kQpState | kQpPkeyIndex | kQpPort | kQpAccessFlags));
+    a = QpAttr{};
+    a.qp_state = QpState::rtr;
+    a.path_mtu = Mtu::mtu4096;
+    a.dest_qp_num = dqpn;
+    a.rq_psn = rq;
+    a.ah_attr.dlid = lid;
+    a.ah_attr.port_num = 1;
+    REQUIRE(c.modify_qp(q, a, kQpState | kQpAv | kQpPathMtu | kQpDestQpn | kQpRqPsn));
+    a = QpAttr{};
+    a.qp_state = QpState::rts;
+    a.sq_psn = sq;
+    REQUIRE(c.modify_qp(q, a, kQpState | kQpSqPsn));
+}
+
+void ud_up(Context& c, Qp& q, std::uint32_t qkey) {
+    QpAttr a{};
+    a.qp_state = QpState::init;
+    a.port_num = 1;
+    a.qkey = qkey;
+    REQUIRE(c.modify_qp(q, a, kQpState | kQpPkeyIndex | kQpPort | kQpQkey));
+    a = QpAttr{};
+    a.qp_state = QpState::rtr;
+    REQUIRE(c.modify_qp(q, a, kQpState));
+    a = QpAttr{};
+    a.qp_state = QpState::rts;
+    a.sq_psn = 0;
+    REQUIRE(c.modify_qp(q, a, kQpState | kQpSqPsn));
+}
+
+void recv(Node& n, Qp* q, Srq* s, Mr& mr, std::byte* p, std::size_t len, std::uint64_t id) {
+    Sge g{addr(p), static_cast<std::uint32_t>(len), mr.lkey()};
+    RecvWr wr;
+    wr.wr_id = id;
+    wr.sg_list = &g;
+    wr.num_sge = 1;
+    if (s != nullptr) {
+        REQUIRE(n.ctx->post_srq_recv(*s, wr));
+    } else {
+        REQUIRE(n.ctx->post_recv(*q, wr));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("verbs uc: SEND and WRITE with immediate arrive; READ is refused", "[emu][verbs]") {
+    VerbsPair p;
+    p.cable->set_faults({});
+    Qp* qa = typed_qp(p.a, QpType::uc);
+    Qp* qb = typed_qp(p.b, QpType::uc);
+    uc_up(*p.a.ctx, *qa, p.b.ctx->lid(), qb->qpn(), 0xFFFFFE, 0x10);
+    uc_up(*p.b.ctx, *qb, p.a.ctx->lid(), qa->qpn(), 0x10, 0xFFFFFE);
+    const std::size_t n = 50000;  // 13 frames, across the PSN wrap
+    std::vector<std::byte> src = pattern(n, 21), dst(n), rx(n);
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), n, kAccessLocalWrite));
+    Mr* dm = take(p.b.ctx->reg_mr(*p.b.pd, dst.data(), n, kAccessLocalWrite | kAccessRemoteWrite));
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), n, kAccessLocalWrite));
+    recv(p.b, qb, nullptr, *rm, rx.data(), n, 1);
+    recv(p.b, qb, nullptr, *rm, rx.data(), n, 2);
+    Sge g{addr(src.data()), static_cast<std::uint32_t>(n), sm->lkey()};
+    SendWr s;
+    s.sg_list = &g;
+    s.num_sge = 1;
+    s.send_flags = kSendSignaled;
+    s.opcode = WrOpcode::send;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    s.opcode = WrOpcode::rdma_write_with_imm;
+    s.remote_addr = addr(dst.data());
+    s.rkey = dm->rkey();
+    s.imm_data = 0x55;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    auto wc = wait_wc(p.a, *p.a.cq, 2, {&p.b});
+    REQUIRE(wc.size() == 2);
+    auto rc = wait_wc(p.b, *p.b.cq, 2, {&p.a});
+    REQUIRE(rc.size() == 2);
+    CHECK(rc[0].wr_id == 1);
+    CHECK(rc[0].byte_len == n);
+    CHECK(rc[1].opcode == WcOpcode::recv_rdma_with_imm);
+    CHECK(rc[1].imm_data == 0x55);
+    CHECK(rx == src);
+    CHECK(dst == src);
+    s.opcode = WrOpcode::rdma_read;
+    const SendWr* bad = nullptr;
+    CHECK_FALSE(p.a.ctx->post_send(*qa, s, &bad));
+    CHECK(bad == &s);
+}
+
+TEST_CASE("verbs uc: a message with a lost frame is dropped, the next one arrives",
+          "[emu][verbs]") {
+    VerbsPair p;
+    Qp* qa = typed_qp(p.a, QpType::uc);
+    Qp* qb = typed_qp(p.b, QpType::uc);
+    uc_up(*p.a.ctx, *qa, p.b.ctx->lid(), qb->qpn(), 0, 0);
+    uc_up(*p.b.ctx, *qb, p.a.ctx->lid(), qa->qpn(), 0, 0);
+    std::vector<std::byte> src = pattern(40000, 3), rx(40000);
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    recv(p.b, qb, nullptr, *rm, rx.data(), rx.size(), 1);
+    // Drop every data frame for a while: the first SEND loses frames (a gap)...
+    emu::FaultConfig f;
+    f.data_drop = 0.3;
+    f.seed = 5;
+    p.cable->set_faults(f);
+    Sge g{addr(src.data()), 40000, sm->lkey()};
+    SendWr s;
+    s.sg_list = &g;
+    s.num_sge = 1;
+    s.opcode = WrOpcode::send;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    REQUIRE(wait_wc(p.a, *p.a.cq, 0, {&p.b}, std::chrono::seconds(0)).empty());
+    for (int i = 0; i < 100; ++i) {
+        p.a.ctx->progress();
+        p.b.ctx->progress();
+    }
+    // ...then a clean link: the next SEND completes the receive, whole.
+    p.cable->set_faults({});
+    s.send_flags = kSendSignaled;
+    s.wr_id = 2;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    auto rc = wait_wc(p.b, *p.b.cq, 1, {&p.a});
+    REQUIRE(rc.size() == 1);
+    CHECK(rc[0].byte_len == 40000);
+    CHECK(rx == src);
+    CHECK(qb->counters().uc_dropped_messages >= 1);
+}
+
+TEST_CASE("verbs ud: datagrams to an address handle, Q_Key checked, sender reported",
+          "[emu][verbs]") {
+    VerbsPair p;
+    p.cable->set_faults({});
+    Qp* qa = typed_qp(p.a, QpType::ud);
+    Qp* qb = typed_qp(p.b, QpType::ud);
+    ud_up(*p.a.ctx, *qa, 0x1111);
+    ud_up(*p.b.ctx, *qb, 0x2222);
+    AddressVector av;
+    av.dlid = p.b.ctx->lid();
+    av.port_num = 1;
+    Ah* ah = take(p.a.ctx->create_ah(*p.a.pd, av));
+    std::vector<std::byte> src = pattern(2048, 4), rx(2048 + 40);
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    recv(p.b, qb, nullptr, *rm, rx.data(), rx.size(), 7);
+    Sge g{addr(src.data()), 2048, sm->lkey()};
+    SendWr s;
+    s.sg_list = &g;
+    s.num_sge = 1;
+    s.opcode = WrOpcode::send_with_imm;
+    s.imm_data = 0xC0DE;
+    s.send_flags = kSendSignaled;
+    s.ah = ah;
+    s.remote_qpn = qb->qpn();
+    s.remote_qkey = 0x9999;  // wrong: dropped
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    s.remote_qkey = 0x2222;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    auto wc = wait_wc(p.a, *p.a.cq, 2, {&p.b});
+    REQUIRE(wc.size() == 2);
+    auto rc = wait_wc(p.b, *p.b.cq, 1, {&p.a});
+    REQUIRE(rc.size() == 1);
+    CHECK(rc[0].wr_id == 7);
+    CHECK(rc[0].byte_len == 2048 + 40);
+    CHECK(rc[0].src_qp == qa->qpn());
+    CHECK(rc[0].slid == p.a.ctx->lid());
+    CHECK(rc[0].imm_data == 0xC0DE);
+    CHECK(std::memcmp(rx.data() + 40, src.data(), 2048) == 0);
+    CHECK(qb->counters().qkey_drops == 1);
+    // Larger than the MTU: refused at post time.
+    std::vector<std::byte> big(2049);
+    Mr* bm = take(p.a.ctx->reg_mr(*p.a.pd, big.data(), big.size(), kAccessLocalWrite));
+    Sge bg{addr(big.data()), 2049, bm->lkey()};
+    s.sg_list = &bg;
+    CHECK_FALSE(p.a.ctx->post_send(*qa, s));
+}
+
+TEST_CASE("verbs srq: several RC QPs share receives; limit event", "[emu][verbs]") {
+    VerbsPair p;
+    Srq* srq = take(p.b.ctx->create_srq(*p.b.pd, 64, 4));
+    constexpr unsigned kQps = 3, kMsgs = 8;
+    constexpr std::size_t kLen = 9000;
+    std::vector<std::byte> rx(kQps * kMsgs * kLen);
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    for (unsigned i = 0; i < kQps * kMsgs; ++i) {
+        recv(p.b, nullptr, srq, *rm, rx.data() + i * kLen, kLen, 1000 + i);
+    }
+    REQUIRE(p.b.ctx->modify_srq(*srq, 10));
+    std::vector<Qp*> qa, qb;
+    for (unsigned i = 0; i < kQps; ++i) {
+        qa.push_back(p.a.qp());
+        verbs::QpInit qi;
+        qi.pd = p.b.pd;
+        qi.send_cq = p.b.cq;
+        qi.recv_cq = p.b.cq;
+        qi.srq = srq;
+        qi.cap = {16, 0, 4, 0, 0};
+        qb.push_back(take(p.b.ctx->create_qp(qi)));
+        connect(p.a, *qa[i], p.b, *qb[i]);
+    }
+    std::vector<std::byte> src = pattern(kQps * kMsgs * kLen, 8);
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    for (unsigned m = 0; m < kMsgs; ++m) {
+        for (unsigned i = 0; i < kQps; ++i) {
+            Sge g{addr(src.data() + (i * kMsgs + m) * kLen), kLen, sm->lkey()};
+            SendWr s;
+            s.wr_id = i * kMsgs + m;
+            s.sg_list = &g;
+            s.num_sge = 1;
+            s.opcode = WrOpcode::send;
+            s.send_flags = kSendSignaled;
+            REQUIRE(p.a.ctx->post_send(*qa[i], s));
+        }
+    }
+    auto wc = wait_wc(p.a, *p.a.cq, kQps * kMsgs, {&p.b});
+    REQUIRE(wc.size() == kQps * kMsgs);
+    auto rc = wait_wc(p.b, *p.b.cq, kQps * kMsgs, {&p.a});
+    REQUIRE(rc.size() == kQps * kMsgs);
+    // Each receive holds one message whole; per QP, messages arrive in order.
+    std::vector<unsigned> next(kQps, 0);
+    for (const Wc& c : rc) {
+        REQUIRE(c.status == WcStatus::success);
+        const unsigned slot = static_cast<unsigned>(c.wr_id - 1000);
+        unsigned qi = 0;
+        while (qb[qi]->qpn() != c.qp_num) {
+            ++qi;
+        }
+        const unsigned m = next[qi]++;
+        CHECK(std::memcmp(rx.data() + slot * kLen, src.data() + (qi * kMsgs + m) * kLen, kLen) ==
+              0);
+    }
+    AsyncEvent ev;
+    bool limit = false;
+    while (p.b.ctx->get_async_event(ev, 0ms)) {
+        limit |= ev.type == AsyncEventType::srq_limit_reached && ev.object == srq->handle();
+    }
+    CHECK(limit);
+}
