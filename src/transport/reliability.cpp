@@ -102,6 +102,7 @@ bool Sender::next_tx(TimePoint now, TxFrame& out) noexcept {
     if (!timer_armed_) {
         timer_armed_ = true;
         deadline_ = now + rto_;
+        retry_epoch_ = now;  // the retry budget runs from the first unanswered transmission
     }
     return true;
 }
@@ -180,6 +181,7 @@ void Sender::retire_through(std::uint32_t p, TimePoint now) noexcept {
     }
     retries_ = 0;
     rnr_retries_ = 0;
+    retry_epoch_ = now;
     if (head_ == sent_max_) {
         timer_armed_ = false;
     } else {
@@ -283,6 +285,17 @@ void Sender::on_rnr_nak(std::uint32_t p, std::uint8_t timer_code, TimePoint now)
     deadline_ = rnr_until_ + rto_;
 }
 
+void Sender::on_progress(TimePoint now) noexcept {
+    if (status_ != SenderStatus::ok) {
+        return;
+    }
+    retries_ = 0;
+    retry_epoch_ = now;
+    if (timer_armed_) {
+        deadline_ = now + rto_;
+    }
+}
+
 void Sender::poll(TimePoint now) noexcept {
     if (status_ != SenderStatus::ok) {
         return;
@@ -293,10 +306,18 @@ void Sender::poll(TimePoint now) noexcept {
     if (!timer_armed_ || now < deadline_ || head_ == sent_max_) {
         return;
     }
-    // Retransmit timeout: go back to the oldest unacknowledged frame and back off.
+    // Retransmit timeout: go back to the oldest unacknowledged frame and back off. The RTO
+    // follows the measured RTT and is usually far below the IB timeout T; such early
+    // retransmissions are free. A retry is counted against retry_cnt only once T has passed
+    // without progress since the last counted one, so a QP gives up after about
+    // (retry_cnt + 1) × T, as the IB attributes promise (a 50 ms unplug must not kill a QP
+    // whose T is 67 ms).
     ++counters_.timeouts;
-    if (!count_retry()) {
-        return;
+    if (now - retry_epoch_ >= max_rto_) {
+        retry_epoch_ = now;
+        if (!count_retry()) {
+            return;
+        }
     }
     go_back(head_);
     // Exponential backoff up to the IB timeout; with timeout 0 (infinite) the requester keeps

@@ -102,6 +102,10 @@ public:
     /// RNR NAK at `psn` (everything before it arrived) with the responder's 5-bit timer code.
     void on_rnr_nak(std::uint32_t psn, std::uint8_t timer_code, TimePoint now) noexcept;
 
+    /// Evidence that the oldest request is being answered without a cumulative ACK yet (READ
+    /// response frames arriving in order): restarts the retransmit timer and forgives earlier
+    /// timeouts, as an ACK would. A long READ must not time out while its data streams in.
+    void on_progress(TimePoint now) noexcept;
     /// Runs the retransmit and RNR timers.
     void poll(TimePoint now) noexcept;
     /// When poll() next has something to do (kInfinite-like max() if nothing is armed).
@@ -176,6 +180,7 @@ private:
     bool rnr_wait_ = false;
     TimePoint rnr_until_{};
     std::uint8_t retries_ = 0;
+    TimePoint retry_epoch_{};  ///< last progress or counted retry (see poll())
     std::uint8_t rnr_retries_ = 0;
     bool nak_seen_ = false;
     std::uint32_t last_nak_psn_ = 0;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "verbs/context.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 
 namespace tbv::verbs {
@@ -80,6 +82,7 @@ Context::~Context() {
     ahs_.clear();
     srqs_.clear();
     cqs_.clear();
+    channels_.clear();
     mrs_.reset();
     pds_.clear();
     cm_.reset();  // detaches the fabric's ports through on_rails (takes mu_)
@@ -174,10 +177,33 @@ Result<void> Context::dereg_mr(Mr* mr) {
     if (mr == nullptr) {
         return fail(std::errc::invalid_argument);
     }
+    // Answers owed to peers do not keep an MR alive (the application cannot know about them);
+    // only this host's own pending work requests do (EBUSY).
+    for (const auto& q : qps_) {
+        q->revoke(mr);
+    }
     return mrs_->dereg_mr(*mr);
 }
 
-Result<Cq*> Context::create_cq(std::uint32_t cqe) {
+Result<CompChannel*> Context::create_comp_channel() {
+    auto ch = CompChannel::create();
+    if (!ch) {
+        return Failure{ch.error()};
+    }
+    std::lock_guard g(mu_);
+    channels_.push_back(std::move(*ch));
+    return channels_.back().get();
+}
+
+Result<void> Context::destroy_comp_channel(CompChannel* ch) {
+    std::lock_guard g(mu_);
+    if (ch != nullptr && ch->users() != 0) {
+        return fail(std::errc::device_or_resource_busy);
+    }
+    return erase_owned(channels_, ch);
+}
+
+Result<Cq*> Context::create_cq(std::uint32_t cqe, CompChannel* ch) {
     std::lock_guard g(mu_);
     if (cqs_.size() >= opts_.limits.max_cq) {
         return fail(std::errc::not_enough_memory);
@@ -186,8 +212,45 @@ Result<Cq*> Context::create_cq(std::uint32_t cqe) {
     if (!cq) {
         return Failure{cq.error()};
     }
+    if (ch != nullptr) {
+        ch->attach();
+        (*cq)->set_channel(ch);
+    }
     cqs_.push_back(std::move(*cq));
     return cqs_.back().get();
+}
+
+Result<void> Context::req_notify_cq(Cq& cq, bool solicited_only) {
+    std::lock_guard g(mu_);
+    return cq.arm(solicited_only);
+}
+
+Result<Cq*> Context::get_cq_event(CompChannel& ch, std::chrono::nanoseconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        {
+            std::lock_guard g(mu_);
+            progress_locked();
+            std::uint32_t h = 0;
+            if (ch.pop(h)) {
+                for (const auto& c : cqs_) {
+                    if (c->handle() == h) {
+                        return c.get();
+                    }
+                }
+                continue;  // its CQ was destroyed meanwhile
+            }
+        }
+        const auto left = end - std::chrono::steady_clock::now();
+        if (left <= std::chrono::nanoseconds::zero()) {
+            return fail(std::errc::timed_out);
+        }
+        // Sleep briefly on the channel (another thread's progress wakes us), then drive
+        // progress again: the slow path the application chose by blocking.
+        pollfd p{ch.fd(), POLLIN, 0};
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(left).count();
+        (void)::poll(&p, 1, static_cast<int>(std::clamp<long long>(ms, 0, 1)));
+    }
 }
 
 Result<void> Context::destroy_cq(Cq* cq) {
@@ -197,7 +260,12 @@ Result<void> Context::destroy_cq(Cq* cq) {
             return fail(std::errc::device_or_resource_busy);
         }
     }
-    return erase_owned(cqs_, cq);
+    CompChannel* ch = cq != nullptr ? cq->channel() : nullptr;
+    auto r = erase_owned(cqs_, cq);
+    if (r && ch != nullptr) {
+        ch->detach();
+    }
+    return r;
 }
 
 Result<Srq*> Context::create_srq(Pd& pd, std::uint32_t max_wr, std::uint32_t max_sge,

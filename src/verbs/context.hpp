@@ -74,7 +74,13 @@ public:
     Result<void> dealloc_pd(Pd* pd);
     Result<Mr*> reg_mr(Pd& pd, void* addr, std::size_t len, std::uint32_t access);
     Result<void> dereg_mr(Mr* mr);
-    Result<Cq*> create_cq(std::uint32_t cqe);
+    Result<CompChannel*> create_comp_channel();
+    Result<void> destroy_comp_channel(CompChannel* ch);  ///< EBUSY while a CQ uses it
+    Result<Cq*> create_cq(std::uint32_t cqe, CompChannel* ch = nullptr);
+    Result<void> req_notify_cq(Cq& cq, bool solicited_only);
+    /// ibv_get_cq_event: waits up to `timeout` for an armed CQ of `ch` to fire, driving progress
+    /// meanwhile (another thread's progress also wakes it through the channel's fd).
+    Result<Cq*> get_cq_event(CompChannel& ch, std::chrono::nanoseconds timeout);
     Result<void> destroy_cq(Cq* cq);
     Result<Srq*> create_srq(Pd& pd, std::uint32_t max_wr, std::uint32_t max_sge,
                             std::uint32_t limit = 0);
@@ -143,6 +149,7 @@ private:
     std::vector<std::unique_ptr<Srq>> srqs_;
     std::vector<std::unique_ptr<Qp>> qps_;
     std::vector<std::unique_ptr<Ah>> ahs_;
+    std::vector<std::unique_ptr<CompChannel>> channels_;
     std::uint32_t next_handle_ = 1;
 
     std::mutex ev_mu_;

@@ -24,7 +24,20 @@ Result<std::unique_ptr<Cq>> Cq::create(std::uint32_t cqe, const DeviceLimits& li
     return std::unique_ptr<Cq>(new Cq(capacity, handle, async, std::move(ring)));
 }
 
-bool Cq::push(const Wc& wc) noexcept {
+Result<void> Cq::arm(bool solicited_only) noexcept {
+    if (channel_ == nullptr) {
+        return fail(std::errc::invalid_argument);
+    }
+    const std::uint8_t want = solicited_only ? 2 : 1;
+    // Arming for "any" overrides an earlier "solicited only" (IB: the broader request wins).
+    std::uint8_t cur = armed_.load(std::memory_order_relaxed);
+    if (cur != 1) {
+        armed_.store(want, std::memory_order_release);
+    }
+    return ok();
+}
+
+bool Cq::push(const Wc& wc, bool solicited) noexcept {
     if (error_.load(std::memory_order_relaxed)) {
         lost_.fetch_add(1, std::memory_order_relaxed);
         return false;
@@ -38,6 +51,11 @@ bool Cq::push(const Wc& wc) noexcept {
     }
     ring_[head & mask_] = wc;
     head_.store(head + 1, std::memory_order_release);
+    const std::uint8_t armed = armed_.load(std::memory_order_acquire);
+    if (armed != 0 && (armed == 1 || solicited || wc.status != WcStatus::success)) {
+        armed_.store(0, std::memory_order_relaxed);
+        channel_->notify(handle_);
+    }
     return true;
 }
 

@@ -24,6 +24,7 @@
 
 #include "tbv/result.hpp"
 #include "tbv/verbs_types.hpp"
+#include "verbs/comp_channel.hpp"
 #include "verbs/limits.hpp"
 
 namespace tbv::verbs {
@@ -55,7 +56,15 @@ public:
     std::uint32_t handle() const noexcept { return handle_; }
 
     /// Producer: appends a completion. false if the CQ overran now or earlier (see above).
-    bool push(const Wc& wc) noexcept;
+    /// `solicited`: the completion of a message the sender marked solicited (wakes a CQ armed
+    /// for solicited events only; errors wake it too).
+    bool push(const Wc& wc, bool solicited = false) noexcept;
+
+    /// ibv_req_notify_cq: the next completion (solicited_only: the next solicited or error one)
+    /// signals `channel` once. EINVAL without a channel.
+    Result<void> arm(bool solicited_only) noexcept;
+    void set_channel(CompChannel* ch) noexcept { channel_ = ch; }
+    CompChannel* channel() const noexcept { return channel_; }
 
     /// Consumer: moves up to out.size() completions, oldest first, into out; returns how many.
     std::uint32_t poll(std::span<Wc> out) noexcept;
@@ -82,6 +91,8 @@ private:
     alignas(64) std::uint32_t mask_;
     std::uint32_t handle_;
     AsyncHandler async_;
+    CompChannel* channel_ = nullptr;
+    std::atomic<std::uint8_t> armed_{0};  ///< 0 no, 1 any completion, 2 solicited only
     std::unique_ptr<Wc[]> ring_;
 };
 

@@ -342,7 +342,7 @@ void Qp::complete_send(SendWqe& w, WcStatus st) noexcept {
 }
 
 void Qp::complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uint32_t imm,
-                       bool has_imm, bool rdma_imm) noexcept {
+                       bool has_imm, bool rdma_imm, bool solicited) noexcept {
     release(r.segs, r.nseg);
     r.nseg = 0;
     Wc wc{};
@@ -363,7 +363,7 @@ void Qp::complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uin
         r.srq->give_back(r.srq_slot);
         r.srq = nullptr;
     }
-    if (!init_.recv_cq->push(wc) && sm_.state() != QpState::err) {
+    if (!init_.recv_cq->push(wc, solicited) && sm_.state() != QpState::err) {
         env_.async(AsyncEventType::qp_fatal, qpn_);
         to_error();
     }

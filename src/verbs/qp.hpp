@@ -100,6 +100,8 @@ public:
     Result<void> post_send(const SendWr& wr, const SendWr** bad) noexcept;
     Result<void> post_recv(const RecvWr& wr, const RecvWr** bad) noexcept;
 
+    /// The MR is being deregistered: drop queued answers that would read or write it.
+    void revoke(const Mr* mr) noexcept;
     /// Progress: timers, new frames, completions. Returns whether anything happened.
     bool pump(transport::TimePoint now) noexcept;
     /// Whether pump() has anything to do (WQEs queued, frames unacknowledged, responses owed).
@@ -165,6 +167,7 @@ private:
         std::byte* host = nullptr;       ///< checked target in the MR (READ source, atomic word)
         Mr* mr = nullptr;                ///< referenced while the response is owed
         transport::Port* port = nullptr; ///< READ: every response frame on one port
+        bool revoked = false;            ///< its MR was deregistered: dropped unanswered
     };
     /// What the responder needs when a message is delivered, by the PSN of its last frame.
     struct MsgRecord {
@@ -189,7 +192,7 @@ private:
     void reset_queues() noexcept;
     void complete_send(SendWqe& w, WcStatus st) noexcept;
     void complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uint32_t imm,
-                       bool has_imm, bool rdma_imm) noexcept;
+                       bool has_imm, bool rdma_imm, bool solicited = false) noexcept;
     void release(Seg* segs, std::uint32_t n) noexcept;
     void flush_bound() noexcept;  ///< SRQ WQEs held by this QP complete with WR_FLUSH_ERR
     void drop_bound() noexcept;   ///< ...or go back to the SRQ unused (RESET, destroy)

@@ -327,6 +327,7 @@ void Qp::on_read_response(const wire::Frame& f, transport::TimePoint now) noexce
                     std::uint64_t{e.offset} + h.msg_offset, f.payload.data(), h.payload_len);
             ctr_.rx_bytes += h.payload_len;
         }
+        snd_->on_progress(now);
         if (++e.got == e.span) {
             e.done = true;
             advance_pending(now);

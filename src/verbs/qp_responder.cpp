@@ -193,7 +193,15 @@ void Qp::on_request(const wire::Frame& f, transport::Port& /*from*/,
     } else if (v == transport::RxVerdict::replay) {
         ++ctr_.replays;
         if (read) {
-            (void)queue_response(f, target, true);
+            // Answer a duplicate READ again, unless its answer is still queued (the requester
+            // retried while we were sending it: a second copy would only add load).
+            bool queued = false;
+            for (std::uint32_t i = resp_head_; i != resp_tail_; ++i) {
+                queued |= responses_[i % responses_.size()].psn == h.psn;
+            }
+            if (!queued) {
+                (void)queue_response(f, target, true);
+            }
         } else {
             for (const AtomicResult& a : atomics_) {
                 if (a.valid && a.psn == h.psn) {
@@ -240,7 +248,8 @@ void Qp::deliver() noexcept {
         if (m.kind == kSend || m.kind == kWriteImm) {
             RecvWqe* r = init_.srq == nullptr ? &rq_[rq_head_ % rq_.size()]
                                               : &bound_[ssn_rx_ % kBindRing];
-            complete_recv(*r, r->status, m.len, m.imm, m.has_imm, m.kind == kWriteImm);
+            complete_recv(*r, r->status, m.len, m.imm, m.has_imm, m.kind == kWriteImm,
+                          m.solicited);
             if (init_.srq == nullptr) {
                 ++rq_head_;
             } else {
@@ -265,6 +274,10 @@ bool Qp::respond(transport::TimePoint /*now*/) noexcept {
     bool did = false;
     while (resp_head_ != resp_tail_) {
         Response& x = responses_[resp_head_ % responses_.size()];
+        if (x.revoked) {
+            ++resp_head_;
+            continue;
+        }
         if (!x.ready) {
             break;
         }
@@ -414,6 +427,20 @@ void Qp::send_control(transport::TimePoint now) noexcept {
         const std::size_t n = wire::encode_header(h, {port->tx_buffer(), wire::kMaxFrame});
         if (n != 0) {
             port->commit(static_cast<std::uint32_t>(n));
+        }
+    }
+}
+
+void Qp::revoke(const Mr* mr) noexcept {
+    for (std::uint32_t i = resp_head_; i != resp_tail_; ++i) {
+        Response& x = responses_[i % responses_.size()];
+        if (x.mr == mr) {
+            // The MR goes away: the answer is dropped (the requester's retry then meets an
+            // unknown R_Key), and nothing will read or write its memory any more.
+            x.mr->release();
+            x.mr = nullptr;
+            x.host = nullptr;
+            x.revoked = true;
         }
     }
 }

@@ -186,7 +186,8 @@ void Qp::on_frame_uc(const wire::Frame& f, transport::Port& /*from*/) noexcept {
     if (ends) {
         uc_in_msg_ = false;
         if (r != nullptr) {
-            complete_recv(*r, WcStatus::success, h.msg_len, h.imm, info.imm, !send);
+            complete_recv(*r, WcStatus::success, h.msg_len, h.imm, info.imm, !send,
+                          (h.flags & wire::kFlagSolicited) != 0);
             consume_recv();
         }
     }
@@ -226,7 +227,8 @@ void Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
     dest_qpn_ = h.src_qpn;
     transport::Peer* saved_peer = peer_;
     peer_ = env_.fabric->peer(from.peer_lid());
-    complete_recv(*r, st_wc, h.payload_len + kGrhSize, h.imm, imm, false);
+    complete_recv(*r, st_wc, h.payload_len + kGrhSize, h.imm, imm, false,
+                  (h.flags & wire::kFlagSolicited) != 0);
     dest_qpn_ = saved;
     peer_ = saved_peer;
     consume_recv();

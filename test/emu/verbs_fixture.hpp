@@ -6,6 +6,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -42,6 +44,16 @@ inline verbs::ContextOptions verbs_opts() {
     o.cm.lane_polls = 500;
     o.cm.rail_ring_size = 128;
     o.cm_period = 1ms;
+    if (std::getenv("TBV_TEST_CM_TRACE") != nullptr) {
+        // Discovery steps on stderr (stdout is the TAP stream), for a failing run.
+        o.cm.trace = [t0 = std::chrono::steady_clock::now()](std::string_view line) {
+            const auto ms = std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - t0)
+                                .count();
+            std::fprintf(stderr, "[%9.3f ms] %.*s\n", ms, static_cast<int>(line.size()),
+                         line.data());
+        };
+    }
     return o;
 }
 
@@ -165,6 +177,22 @@ struct VerbsPair {
         return false;
     }
 };
+
+/// Byte-for-byte equality without Catch printing megabytes on a mismatch (that would break
+/// the TAP stream): reports the first differing offset instead.
+inline bool same_bytes(const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+    if (a.size() != b.size()) {
+        UNSCOPED_INFO("sizes differ: " << a.size() << " vs " << b.size());
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (a[i] != b[i]) {
+            UNSCOPED_INFO("first difference at byte " << i << " of " << a.size());
+            return false;
+        }
+    }
+    return true;
+}
 
 inline std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
     std::vector<std::byte> v(n);
