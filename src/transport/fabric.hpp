@@ -43,8 +43,8 @@ protected:
 struct Peer {
     std::uint16_t lid = 0;
     bool loopback = false;
-    std::vector<Port*> ports;  ///< empty while no link to the peer is up
-    unsigned next = 0;         ///< round-robin cursor (striping)
+    std::vector<Port*> ports;    ///< empty while no link to the peer is up
+    unsigned next = 0;           ///< round-robin cursor (striping)
     std::uint64_t no_route = 0;  ///< frames given up because no port existed (link down)
 
     /// A port with credit for a data (or control) frame, round robin over the peer's ports;

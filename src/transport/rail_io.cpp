@@ -60,13 +60,13 @@ Result<std::unique_ptr<RingPort>> RingPort::create(hw::Device& dev, nhi::TxRing&
         tx.free_slots() == 0) {
         return fail(std::errc::invalid_argument);
     }
-    auto txb = hw::DmaRegion::create(dev, std::size_t{tx.free_slots()} * kSlot,
-                                     hw::DmaAccess::read);
+    auto txb =
+        hw::DmaRegion::create(dev, std::size_t{tx.free_slots()} * kSlot, hw::DmaAccess::read);
     if (!txb) {
         return Failure{txb.error()};
     }
-    auto rxb = hw::DmaRegion::create(dev, std::size_t{rx.free_slots()} * kSlot,
-                                     hw::DmaAccess::write);
+    auto rxb =
+        hw::DmaRegion::create(dev, std::size_t{rx.free_slots()} * kSlot, hw::DmaAccess::write);
     if (!rxb) {
         return Failure{rxb.error()};
     }

@@ -42,13 +42,13 @@ inline constexpr unsigned kPortBatch = 32;
 
 /// Why a received frame was dropped before reaching a QP (counted per port).
 enum class DropReason : std::uint8_t {
-    crc,          ///< the NHI flagged a link CRC error in the frame
-    overrun,      ///< longer than an RX buffer (truncated)
-    malformed,    ///< wire::decode refused it
-    no_qp,        ///< no QP with that number
-    wrong_peer,   ///< the QP is connected elsewhere (another peer, or another source QP)
-    bad_state,    ///< the QP cannot take frames in its state
-    qkey,         ///< UD: Q_Key mismatch
+    crc,         ///< the NHI flagged a link CRC error in the frame
+    overrun,     ///< longer than an RX buffer (truncated)
+    malformed,   ///< wire::decode refused it
+    no_qp,       ///< no QP with that number
+    wrong_peer,  ///< the QP is connected elsewhere (another peer, or another source QP)
+    bad_state,   ///< the QP cannot take frames in its state
+    qkey,        ///< UD: Q_Key mismatch
     count_,
 };
 const char* to_string(DropReason r) noexcept;

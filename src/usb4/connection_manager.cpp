@@ -118,6 +118,7 @@ void ConnectionManager::fail_link(Link& l, std::error_code ec, std::string_view 
     release_rails(l);
     l.state = LinkState::failed;
     l.error = ec;
+    l.deadline = now() + opts_.failed_retry;
     log(l, std::string(why) + ": " + ec.message());
 }
 
@@ -202,6 +203,14 @@ void ConnectionManager::advance(Link& l, Clock::time_point t) {
                 // The responder only waits; the offer counts its attempts on the other side.
                 ++l.attempts;
                 l.deadline = t + opts_.xd_timeout;
+            }
+            break;
+        case LinkState::failed:
+            if (opts_.failed_retry.count() > 0) {
+                l.state = LinkState::lane;
+                l.attempts = 0;
+                log(l, "probing the link again");
+                probe(l, t);
             }
             break;
         default: break;

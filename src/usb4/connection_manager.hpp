@@ -10,6 +10,7 @@
 //   down ─plug─▶ lane ─CL0, router error on route P─▶ uuid ─▶ properties ─▶ rails ─▶ up
 //                  │                                     (peer without tbverbs: discovered)
 //                  └─ a device router answered: not_xdomain         any step out of retries: failed
+//                                                          (probed again after failed_retry)
 //
 // XDomain traffic never blocks: requests are sent and their answers arrive through the inbox, so
 // two hosts driven by one thread (tests) or two processes both make progress. Config accesses to
@@ -99,6 +100,10 @@ struct CmOptions {
     std::chrono::nanoseconds lane_poll = std::chrono::milliseconds(100);
     unsigned lane_polls = 10;
     unsigned rail_ring_size = 256;  ///< descriptors per rail ring (credits = size - 1)
+    /// A failed link starts discovery again after this long while its lane stays up (a peer
+    /// process that was slow, busy or restarting gets another chance without a replug);
+    /// zero keeps it failed until the cable is replugged.
+    std::chrono::nanoseconds failed_retry = std::chrono::seconds(1);
     unsigned max_rails_per_link = kMaxRailsPerLink;
     HostInfo host{};  ///< what we publish (a tbverbs service is added if missing)
     /// One line per discovery step (tbv status --trace, bug reports).

@@ -22,7 +22,7 @@ Result<void> erase_owned(std::vector<std::unique_ptr<T>>& v, const T* p) {
 }  // namespace
 
 Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions opts) {
-    auto c = std::unique_ptr<Context>(new Context(dev, std::move(opts)));
+    auto c = std::unique_ptr<Context>(new Context(std::move(opts)));
     auto nhi = nhi::Nhi::open(dev);
     if (!nhi) {
         return Failure{nhi.error()};
@@ -55,8 +55,8 @@ Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions o
         return Failure{mgr.error()};
     }
     c->cm_ = std::move(*mgr);
-    c->fabric_ = std::make_unique<transport::Fabric>(
-        dev, c->cm_->uuid(), [self](std::uint16_t, bool up) {
+    c->fabric_ =
+        std::make_unique<transport::Fabric>(dev, c->cm_->uuid(), [self](std::uint16_t, bool up) {
             self->push_event(up ? AsyncEventType::port_active : AsyncEventType::port_err, 1);
         });
     auto mrs = MrTable::create(dev, c->opts_.limits);
@@ -70,7 +70,7 @@ Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions o
     return c;
 }
 
-Context::Context(hw::Device& dev, ContextOptions opts) : dev_(dev), opts_(std::move(opts)) {}
+Context::Context(ContextOptions opts) : opts_(std::move(opts)) {}
 
 Context::~Context() {
     stop_.store(true, std::memory_order_release);

@@ -128,13 +128,12 @@ public:
     }
 
 private:
-    explicit Context(hw::Device& dev, ContextOptions opts);
+    explicit Context(ContextOptions opts);
     void progress_locked() noexcept;
     void push_event(AsyncEventType type, std::uint32_t object) noexcept;
     static void async_thunk(void* self, AsyncEventType type, std::uint32_t object) noexcept;
     void cm_loop();
 
-    hw::Device& dev_;
     ContextOptions opts_;
     std::mutex cm_mu_;
     std::mutex mu_;

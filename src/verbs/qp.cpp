@@ -41,8 +41,7 @@ Result<std::unique_ptr<Qp>> Qp::create(const QpEnv& env, const QpInit& init) {
     return qp;
 }
 
-Qp::Qp(const QpEnv& env, const QpInit& init)
-    : env_(env), init_(init), sm_(init.type, env.limits) {}
+Qp::Qp(const QpEnv& env, const QpInit& init) : env_(env), init_(init), sm_(init.type, env.limits) {}
 
 Qp::~Qp() {
     if (qpn_ != 0) {
@@ -188,10 +187,11 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
         const bool atomic = wr->opcode == WrOpcode::atomic_cmp_and_swp ||
                             wr->opcode == WrOpcode::atomic_fetch_and_add;
         const bool send_op = wr->opcode == WrOpcode::send || wr->opcode == WrOpcode::send_with_imm;
-        const bool type_ok = type() == QpType::rc   ? true
-                             : type() == QpType::ud ? send_op
-                                                    : send_op || wr->opcode == WrOpcode::rdma_write ||
-                                                          wr->opcode == WrOpcode::rdma_write_with_imm;
+        const bool type_ok = type() == QpType::rc ? true
+                             : type() == QpType::ud
+                                 ? send_op
+                                 : send_op || wr->opcode == WrOpcode::rdma_write ||
+                                       wr->opcode == WrOpcode::rdma_write_with_imm;
         if (!type_ok) {
             return fail_at(std::errc::invalid_argument);  // e.g. a READ on UC, a WRITE on UD
         }
@@ -250,7 +250,8 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
             const std::uint32_t need = reads ? kAccessLocalWrite : 0;
             for (std::uint32_t i = 0; i < wr->num_sge; ++i) {
                 const Sge& g = wr->sg_list[i];
-                const AccessCheck c = env_.mrs->check_local(g.lkey, *init_.pd, g.addr, g.length, need);
+                const AccessCheck c =
+                    env_.mrs->check_local(g.lkey, *init_.pd, g.addr, g.length, need);
                 if (!c) {
                     w.status = WcStatus::loc_prot_err;
                     break;
@@ -260,9 +261,10 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
             }
         }
         const std::uint32_t n = w.len == 0 ? 1 : (w.len + kSegment - 1) / kSegment;
-        w.frames = w.op == WrOpcode::rdma_read ? (w.len == 0 ? 1 : (w.len + kReadChunk - 1) / kReadChunk)
-                   : atomic                    ? 1
-                                               : n;
+        w.frames = w.op == WrOpcode::rdma_read
+                       ? (w.len == 0 ? 1 : (w.len + kReadChunk - 1) / kReadChunk)
+                   : atomic ? 1
+                            : n;
         if (w.op == WrOpcode::send || w.op == WrOpcode::send_with_imm ||
             w.op == WrOpcode::rdma_write_with_imm) {
             w.ssn = ssn_tx_;

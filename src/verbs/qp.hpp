@@ -44,9 +44,9 @@ class Srq;
 struct QpCounters {
     std::uint64_t tx_frames = 0;
     std::uint64_t rx_frames = 0;
-    std::uint64_t tx_bytes = 0;  ///< payload bytes sent (requests and READ responses)
-    std::uint64_t rx_bytes = 0;  ///< payload bytes placed
-    std::uint64_t no_route = 0;  ///< frames released while no port to the peer existed
+    std::uint64_t tx_bytes = 0;              ///< payload bytes sent (requests and READ responses)
+    std::uint64_t rx_bytes = 0;              ///< payload bytes placed
+    std::uint64_t no_route = 0;              ///< frames released while no port to the peer existed
     std::uint64_t remote_access_faults = 0;  ///< incoming requests refused (NAK'd)
     std::uint64_t wrong_peer = 0;            ///< frames from another peer / source QP (dropped)
     std::uint64_t dropped = 0;               ///< frames dropped for any other reason
@@ -144,11 +144,11 @@ private:
     };
     /// An outstanding READ chunk or atomic of ours (requester), oldest first.
     struct Pending {
-        std::uint64_t seq = 0;    ///< WQE sequence
-        std::uint32_t psn = 0;    ///< request PSN
-        std::uint32_t span = 1;   ///< PSNs (response frames)
-        std::uint32_t got = 0;    ///< response frames received in order
-        std::uint32_t offset = 0; ///< chunk's byte offset in the WQE's local buffer
+        std::uint64_t seq = 0;     ///< WQE sequence
+        std::uint32_t psn = 0;     ///< request PSN
+        std::uint32_t span = 1;    ///< PSNs (response frames)
+        std::uint32_t got = 0;     ///< response frames received in order
+        std::uint32_t offset = 0;  ///< chunk's byte offset in the WQE's local buffer
         std::uint32_t len = 0;
         bool done = false;
     };
@@ -162,12 +162,12 @@ private:
         std::uint32_t len = 0;
         std::uint32_t sent = 0;  ///< response frames sent
         transport::wire::Opcode op = transport::wire::Opcode::read_request;
-        bool ready = false;     ///< delivered in order: may execute
-        bool executed = false;  ///< atomic done (orig valid)
-        std::byte* host = nullptr;       ///< checked target in the MR (READ source, atomic word)
-        Mr* mr = nullptr;                ///< referenced while the response is owed
-        transport::Port* port = nullptr; ///< READ: every response frame on one port
-        bool revoked = false;            ///< its MR was deregistered: dropped unanswered
+        bool ready = false;               ///< delivered in order: may execute
+        bool executed = false;            ///< atomic done (orig valid)
+        std::byte* host = nullptr;        ///< checked target in the MR (READ source, atomic word)
+        Mr* mr = nullptr;                 ///< referenced while the response is owed
+        transport::Port* port = nullptr;  ///< READ: every response frame on one port
+        bool revoked = false;             ///< its MR was deregistered: dropped unanswered
     };
     /// What the responder needs when a message is delivered, by the PSN of its last frame.
     struct MsgRecord {
@@ -216,7 +216,8 @@ private:
     transport::Port* uc_port() noexcept;
 
     // qp_responder.cpp
-    void on_request(const transport::wire::Frame& f, transport::Port& from, transport::TimePoint now) noexcept;
+    void on_request(const transport::wire::Frame& f, transport::Port& from,
+                    transport::TimePoint now) noexcept;
 
     RecvWqe* recv_for(std::uint32_t ssn) noexcept;
     void deliver() noexcept;
@@ -261,7 +262,7 @@ private:
     std::vector<RecvWqe> rq_;
     std::vector<Seg> rq_segs_;
     std::uint64_t rq_head_ = 0, rq_tail_ = 0;
-    std::uint32_t ssn_rx_ = 0;  ///< SSN of the oldest receive WQE not yet completed
+    std::uint32_t ssn_rx_ = 0;    ///< SSN of the oldest receive WQE not yet completed
     std::vector<RecvWqe> bound_;  ///< SRQ WQEs taken for messages in flight (by SSN)
 
     // UC/UD (no reliability engine): next PSN to send / expected, message in progress.

@@ -141,7 +141,8 @@ void Qp::build_request(const transport::TxFrame& tf, transport::Port& port) noex
             const bool first = fi == 0;
             const bool last = fi + 1 == w.frames;
             const bool send = w.op == WrOpcode::send || w.op == WrOpcode::send_with_imm;
-            const bool imm = w.op == WrOpcode::send_with_imm || w.op == WrOpcode::rdma_write_with_imm;
+            const bool imm =
+                w.op == WrOpcode::send_with_imm || w.op == WrOpcode::rdma_write_with_imm;
             using O = wire::Opcode;
             if (send) {
                 h.opcode = first && last ? (imm ? O::send_only_imm : O::send_only)
@@ -289,12 +290,11 @@ void Qp::on_ack_frame(const wire::Frame& f, transport::TimePoint now) noexcept {
             if (sm_.state() == QpState::err) {
                 break;
             }
-            const WcStatus st = code == wire::NakCode::remote_access_error ? WcStatus::rem_access_err
-                                : code == wire::NakCode::remote_operational_error
-                                    ? WcStatus::rem_op_err
-                                : code == wire::NakCode::invalid_rd_request
-                                    ? WcStatus::rem_inv_rd_req_err
-                                    : WcStatus::rem_inv_req_err;
+            const WcStatus st =
+                code == wire::NakCode::remote_access_error        ? WcStatus::rem_access_err
+                : code == wire::NakCode::remote_operational_error ? WcStatus::rem_op_err
+                : code == wire::NakCode::invalid_rd_request       ? WcStatus::rem_inv_rd_req_err
+                                                                  : WcStatus::rem_inv_req_err;
             if (sq_done_ != sq_tail_) {
                 complete_send(sq_[sq_done_ % sq_.size()], st);
             }

@@ -91,8 +91,8 @@ void Qp::on_request(const wire::Frame& f, transport::Port& /*from*/,
     const bool read = h.opcode == wire::Opcode::read_request;
 
     if (info.data) {
-        ri.last_of_message = info.position == wire::Position::last ||
-                             info.position == wire::Position::only;
+        ri.last_of_message =
+            info.position == wire::Position::last || info.position == wire::Position::only;
         if (!send) {
             // The whole message's range, on every frame (as an HCA checks the RETH): a WRITE
             // that would cross the MR's end writes nothing, not its first frames.
@@ -246,10 +246,9 @@ void Qp::deliver() noexcept {
         }
         m.valid = false;
         if (m.kind == kSend || m.kind == kWriteImm) {
-            RecvWqe* r = init_.srq == nullptr ? &rq_[rq_head_ % rq_.size()]
-                                              : &bound_[ssn_rx_ % kBindRing];
-            complete_recv(*r, r->status, m.len, m.imm, m.has_imm, m.kind == kWriteImm,
-                          m.solicited);
+            RecvWqe* r =
+                init_.srq == nullptr ? &rq_[rq_head_ % rq_.size()] : &bound_[ssn_rx_ % kBindRing];
+            complete_recv(*r, r->status, m.len, m.imm, m.has_imm, m.kind == kWriteImm, m.solicited);
             if (init_.srq == nullptr) {
                 ++rq_head_;
             } else {
@@ -305,8 +304,8 @@ bool Qp::respond(transport::TimePoint /*now*/) noexcept {
                 const std::uint32_t plen = std::min(kSegment, x.len - off);
                 wire::Header h{};
                 using O = wire::Opcode;
-                h.opcode = span == 1 ? O::read_response_only
-                           : k == 0  ? O::read_response_first
+                h.opcode = span == 1       ? O::read_response_only
+                           : k == 0        ? O::read_response_first
                            : k + 1 == span ? O::read_response_last
                                            : O::read_response_middle;
                 h.dest_qpn = dest_qpn_;

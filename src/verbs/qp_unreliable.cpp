@@ -102,8 +102,8 @@ bool Qp::pump_unreliable() noexcept {
                 if (hs != 0) {
                     const std::uint64_t slot = sq_push_ % sq_.size();
                     if (w.is_inline) {
-                        std::memcpy(buf + hs,
-                                    sq_inline_.data() + slot * caps_.max_inline_data, w.len);
+                        std::memcpy(buf + hs, sq_inline_.data() + slot * caps_.max_inline_data,
+                                    w.len);
                     } else {
                         gather(sq_segs_.data() + slot * caps_.max_send_sge, w.nseg, 0, buf + hs,
                                w.len);
@@ -144,10 +144,10 @@ void Qp::on_frame_uc(const wire::Frame& f, transport::Port& /*from*/) noexcept {
         uc_in_msg_ = false;  // a gap: the message in progress is lost
     }
     uc_rx_psn_ = psn::add(h.psn, 1);
-    const bool starts = info.position == wire::Position::first ||
-                        info.position == wire::Position::only;
-    const bool ends = info.position == wire::Position::last ||
-                      info.position == wire::Position::only;
+    const bool starts =
+        info.position == wire::Position::first || info.position == wire::Position::only;
+    const bool ends =
+        info.position == wire::Position::last || info.position == wire::Position::only;
     if (starts) {
         uc_in_msg_ = true;
         uc_msg_psn_ = h.msg_psn;

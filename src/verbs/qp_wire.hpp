@@ -71,8 +71,8 @@ bool scatter(const SegT* segs, std::uint32_t n, std::uint64_t offset, const std:
             offset -= segs[i].length;
             continue;
         }
-        const auto k = static_cast<std::uint32_t>(
-            std::min<std::uint64_t>(segs[i].length - offset, len));
+        const auto k =
+            static_cast<std::uint32_t>(std::min<std::uint64_t>(segs[i].length - offset, len));
         std::memcpy(segs[i].host + offset, src, k);
         src += k;
         len -= k;
@@ -89,8 +89,8 @@ bool gather(const SegT* segs, std::uint32_t n, std::uint64_t offset, std::byte* 
             offset -= segs[i].length;
             continue;
         }
-        const auto k = static_cast<std::uint32_t>(
-            std::min<std::uint64_t>(segs[i].length - offset, len));
+        const auto k =
+            static_cast<std::uint32_t>(std::min<std::uint64_t>(segs[i].length - offset, len));
         std::memcpy(dst, segs[i].host + offset, k);
         dst += k;
         len -= k;

@@ -11,8 +11,8 @@ Result<std::unique_ptr<Srq>> Srq::create(Pd& pd, MrTable& mrs, std::uint32_t max
         limit > max_wr) {
         return fail(std::errc::invalid_argument);
     }
-    auto s = std::unique_ptr<Srq>(new Srq(pd, mrs, max_wr, max_sge == 0 ? 1 : max_sge, handle,
-                                          async));
+    auto s =
+        std::unique_ptr<Srq>(new Srq(pd, mrs, max_wr, max_sge == 0 ? 1 : max_sge, handle, async));
     s->limit_ = limit;
     pd.retain();
     return s;

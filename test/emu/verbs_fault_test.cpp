@@ -25,7 +25,9 @@ SendWr write_wr(Sge& g, std::uint64_t raddr, std::uint32_t rkey, std::uint64_t i
     return wr;
 }
 
-std::uint64_t addr(const void* p) { return reinterpret_cast<std::uint64_t>(p); }
+std::uint64_t addr(const void* p) {
+    return reinterpret_cast<std::uint64_t>(p);
+}
 
 /// One attack: posts `wr` (and a second WR behind it) on a fresh QP pair and expects the first to
 /// fail with `want`, the second to be flushed, and the QP to be in ERR.
@@ -55,12 +57,12 @@ TEST_CASE("verbs security: remote access is checked on every frame", "[emu][verb
     std::vector<std::byte> guard_copy = target;
     Mr* smr = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
     // b's target: first 4096 bytes writable, the next 4096 registered read-only.
-    Mr* wmr = take(p.b.ctx->reg_mr(*p.b.pd, target.data(), 4096,
-                                   kAccessLocalWrite | kAccessRemoteWrite));
+    Mr* wmr =
+        take(p.b.ctx->reg_mr(*p.b.pd, target.data(), 4096, kAccessLocalWrite | kAccessRemoteWrite));
     Mr* romr = take(p.b.ctx->reg_mr(*p.b.pd, target.data() + 4096, 4096, kAccessRemoteRead));
     Pd* other = take(p.b.ctx->alloc_pd());
-    Mr* omr = take(p.b.ctx->reg_mr(*other, target.data(), 4096,
-                                   kAccessLocalWrite | kAccessRemoteWrite));
+    Mr* omr =
+        take(p.b.ctx->reg_mr(*other, target.data(), 4096, kAccessLocalWrite | kAccessRemoteWrite));
     Sge g{addr(src.data()), 100, smr->lkey()};
 
     SECTION("wrong R_Key") {
@@ -91,8 +93,8 @@ TEST_CASE("verbs security: remote access is checked on every frame", "[emu][verb
         alignas(8) std::uint64_t res = 0;
         Mr* rm = take(p.a.ctx->reg_mr(*p.a.pd, &res, 8, kAccessLocalWrite));
         Sge ag{addr(&res), 8, rm->lkey()};
-        SendWr wr = write_wr(ag, addr(target.data()) + 4, wmr->rkey(), 70,
-                             WrOpcode::atomic_fetch_and_add);
+        SendWr wr =
+            write_wr(ag, addr(target.data()) + 4, wmr->rkey(), 70, WrOpcode::atomic_fetch_and_add);
         const SendWr* bad = nullptr;
         // A misaligned atomic is refused at post time: the verbs contract is EINVAL.
         Qp* qa = p.a.qp();
@@ -131,8 +133,7 @@ TEST_CASE("verbs security: remote access is checked on every frame", "[emu][verb
 namespace {
 
 /// WRITE, READ and SEND of each size on QP pair (qa, qb), verified.
-void exercise(VerbsPair& p, Qp& qa, Qp& qb, const std::vector<std::size_t>& sizes,
-              unsigned seed) {
+void exercise(VerbsPair& p, Qp& qa, Qp& qb, const std::vector<std::size_t>& sizes, unsigned seed) {
     for (const std::size_t n : sizes) {
         INFO("size " << n);
         std::vector<std::byte> src = pattern(n, seed++), dst(n), back(n), rcv(n);
@@ -150,8 +151,8 @@ void exercise(VerbsPair& p, Qp& qa, Qp& qb, const std::vector<std::size_t>& size
         Sge g{addr(src.data()), static_cast<std::uint32_t>(n), sm->lkey()};
         Sge bg{addr(back.data()), static_cast<std::uint32_t>(n), bm->lkey()};
         REQUIRE(p.a.ctx->post_send(qa, write_wr(g, addr(dst.data()), dm->rkey(), 1)));
-        REQUIRE(p.a.ctx->post_send(qa, write_wr(bg, addr(dst.data()), dm->rkey(), 2,
-                                                WrOpcode::rdma_read)));
+        REQUIRE(p.a.ctx->post_send(
+            qa, write_wr(bg, addr(dst.data()), dm->rkey(), 2, WrOpcode::rdma_read)));
         REQUIRE(p.a.ctx->post_send(qa, write_wr(g, 0, 0, 3, WrOpcode::send)));
         auto wc = wait_wc(p.a, *p.a.cq, 3, {&p.b});
         REQUIRE(wc.size() == 3);
@@ -242,8 +243,8 @@ TEST_CASE("verbs: 256 QPs between two hosts, each with its own data", "[emu][ver
     constexpr std::size_t kEach = 20000;
     std::vector<std::byte> src = pattern(kQps * kEach, 9), dst(kQps * kEach);
     Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
-    Mr* dm = take(p.b.ctx->reg_mr(*p.b.pd, dst.data(), dst.size(),
-                                  kAccessLocalWrite | kAccessRemoteWrite));
+    Mr* dm = take(
+        p.b.ctx->reg_mr(*p.b.pd, dst.data(), dst.size(), kAccessLocalWrite | kAccessRemoteWrite));
     std::vector<Qp*> qa, qb;
     for (unsigned i = 0; i < kQps; ++i) {
         qa.push_back(p.a.qp(8));
@@ -255,7 +256,8 @@ TEST_CASE("verbs: 256 QPs between two hosts, each with its own data", "[emu][ver
     }
     for (unsigned i = 0; i < kQps; ++i) {
         Sge g{addr(src.data() + i * kEach), kEach, sm->lkey()};
-        REQUIRE(p.a.ctx->post_send(*qa[i], write_wr(g, addr(dst.data() + i * kEach), dm->rkey(), i)));
+        REQUIRE(
+            p.a.ctx->post_send(*qa[i], write_wr(g, addr(dst.data() + i * kEach), dm->rkey(), i)));
     }
     auto wc = wait_wc(p.a, *p.a.cq, kQps, {&p.b});
     REQUIRE(wc.size() == kQps);

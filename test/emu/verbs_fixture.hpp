@@ -43,13 +43,14 @@ inline verbs::ContextOptions verbs_opts() {
     o.cm.lane_poll = 2ms;
     o.cm.lane_polls = 500;
     o.cm.rail_ring_size = 128;
+    o.cm.failed_retry = 100ms;  // a discovery step lost to a slow (sanitizer) peer is retried
     o.cm_period = 1ms;
     if (std::getenv("TBV_TEST_CM_TRACE") != nullptr) {
         // Discovery steps on stderr (stdout is the TAP stream), for a failing run.
         o.cm.trace = [t0 = std::chrono::steady_clock::now()](std::string_view line) {
-            const auto ms = std::chrono::duration<double, std::milli>(
-                                std::chrono::steady_clock::now() - t0)
-                                .count();
+            const auto ms =
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count();
             std::fprintf(stderr, "[%9.3f ms] %.*s\n", ms, static_cast<int>(line.size()),
                          line.data());
         };
@@ -84,8 +85,8 @@ struct ConnectParams {
     std::uint8_t timeout = 14;
     std::uint8_t retry_cnt = 7;
     std::uint8_t rnr_retry = 7;
-    std::uint32_t access = verbs::kAccessRemoteWrite | verbs::kAccessRemoteRead |
-                           verbs::kAccessRemoteAtomic;
+    std::uint32_t access =
+        verbs::kAccessRemoteWrite | verbs::kAccessRemoteRead | verbs::kAccessRemoteAtomic;
 };
 
 /// INIT → RTR → RTS for `q` talking to `peer` on the device with LID `peer_lid`.
@@ -107,8 +108,9 @@ inline void bring_up(verbs::Context& c, verbs::Qp& q, std::uint16_t peer_lid,
     a.min_rnr_timer = 1;
     a.ah_attr.dlid = peer_lid;
     a.ah_attr.port_num = 1;
-    REQUIRE(c.modify_qp(q, a, kQpState | kQpAv | kQpPathMtu | kQpDestQpn | kQpRqPsn |
-                                  kQpMaxDestRdAtomic | kQpMinRnrTimer));
+    REQUIRE(c.modify_qp(q, a,
+                        kQpState | kQpAv | kQpPathMtu | kQpDestQpn | kQpRqPsn | kQpMaxDestRdAtomic |
+                            kQpMinRnrTimer));
     a = QpAttr{};
     a.qp_state = QpState::rts;
     a.sq_psn = sq_psn;
@@ -116,8 +118,8 @@ inline void bring_up(verbs::Context& c, verbs::Qp& q, std::uint16_t peer_lid,
     a.retry_cnt = p.retry_cnt;
     a.rnr_retry = p.rnr_retry;
     a.max_rd_atomic = 16;
-    REQUIRE(c.modify_qp(q, a, kQpState | kQpSqPsn | kQpTimeout | kQpRetryCnt | kQpRnrRetry |
-                                  kQpMaxQpRdAtomic));
+    REQUIRE(c.modify_qp(
+        q, a, kQpState | kQpSqPsn | kQpTimeout | kQpRetryCnt | kQpRnrRetry | kQpMaxQpRdAtomic));
 }
 
 inline void connect(Node& a, verbs::Qp& qa, Node& b, verbs::Qp& qb, const ConnectParams& p = {}) {

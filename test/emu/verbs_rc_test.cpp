@@ -57,8 +57,8 @@ TEST_CASE("verbs rc: WRITE, READ and SEND carry every byte, 1 B to 16 MiB", "[em
     Qp* qa = p.a.qp();
     Qp* qb = p.b.qp();
     connect(p.a, *qa, p.b, *qb);
-    const std::vector<std::size_t> sizes = {1,     63,        4044,    4045,
-                                            65536, 1u << 20,  (1u << 20) + 17, 16u << 20};
+    const std::vector<std::size_t> sizes = {
+        1, 63, 4044, 4045, 65536, 1u << 20, (1u << 20) + 17, 16u << 20};
     unsigned seed = 1;
     for (const std::size_t n : sizes) {
         INFO("size " << n);
@@ -119,8 +119,8 @@ TEST_CASE("verbs rc: immediates, atomics and a PSN wrap", "[emu][verbs]") {
     std::vector<std::byte> buf(4 * 4044 + 5), got(buf.size());
     buf = pattern(buf.size(), 9);
     Mr* la = take(p.a.ctx->reg_mr(*p.a.pd, buf.data(), buf.size(), kAccessLocalWrite));
-    Mr* rb = take(p.b.ctx->reg_mr(*p.b.pd, got.data(), got.size(),
-                                  kAccessLocalWrite | kAccessRemoteWrite));
+    Mr* rb = take(
+        p.b.ctx->reg_mr(*p.b.pd, got.data(), got.size(), kAccessLocalWrite | kAccessRemoteWrite));
     for (unsigned i = 0; i < 3; ++i) {
         post_recv(p.b, *qb, *rb, got.data(), got.size(), 100 + i);
     }
@@ -268,8 +268,8 @@ TEST_CASE("verbs rc: 8-SGE gather and scatter, inline data", "[emu][verbs]") {
     // Inline: the data is copied at post time, so the buffer may change right after.
     std::vector<std::byte> small = pattern(200, 5), expect = small;
     std::vector<std::byte> land(200);
-    Mr* lm = take(p.b.ctx->reg_mr(*p.b.pd, land.data(), land.size(),
-                                  kAccessLocalWrite | kAccessRemoteWrite));
+    Mr* lm = take(
+        p.b.ctx->reg_mr(*p.b.pd, land.data(), land.size(), kAccessLocalWrite | kAccessRemoteWrite));
     Sge ig{reinterpret_cast<std::uint64_t>(small.data()), 200, 0};  // no L_Key needed inline
     SendWr iw;
     iw.sg_list = &ig;

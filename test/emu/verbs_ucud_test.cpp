@@ -11,7 +11,9 @@ using namespace tbv::verbs;
 
 namespace {
 
-std::uint64_t addr(const void* p) { return reinterpret_cast<std::uint64_t>(p); }
+std::uint64_t addr(const void* p) {
+    return reinterpret_cast<std::uint64_t>(p);
+}
 
 Qp* typed_qp(Node& n, QpType t, Srq* srq = nullptr) {
     QpInit qi;
