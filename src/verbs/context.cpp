@@ -114,6 +114,31 @@ bool Context::port_active() {
     return false;
 }
 
+void Context::snapshot(std::vector<PortStats>& ports, std::vector<QpStats>& qps) {
+    ports.clear();
+    qps.clear();
+    std::lock_guard g(mu_);
+    fabric_->for_each_port([&](const transport::Port& p, unsigned adapter, std::uint16_t lid) {
+        ports.push_back({p.id(), adapter, lid, p.data_credits(), p.counters()});
+    });
+    for (const auto& q : qps_) {
+        QpStats s;
+        s.qpn = q->qpn();
+        s.type = q->type();
+        s.state = q->state();
+        s.dlid = q->attr().ah_attr.dlid;
+        s.dest_qpn = q->attr().dest_qp_num;
+        s.counters = q->counters();
+        if (q->sender() != nullptr) {
+            s.sender = q->sender()->counters();
+        }
+        if (q->receiver() != nullptr) {
+            s.receiver = q->receiver()->counters();
+        }
+        qps.push_back(s);
+    }
+}
+
 // ---- events ------------------------------------------------------------------------------------
 
 void Context::async_thunk(void* self, AsyncEventType type, std::uint32_t object) noexcept {

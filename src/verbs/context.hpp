@@ -51,6 +51,27 @@ struct ContextOptions {
     std::chrono::nanoseconds cm_period = std::chrono::milliseconds(2);
 };
 
+/// Counters of one port (rail or loopback) at a moment (tbv status, tests).
+struct PortStats {
+    std::uint32_t id = 0;
+    std::uint32_t adapter = 0;  ///< lane adapter of the link; 0 for loopback
+    std::uint16_t peer_lid = 0;
+    std::uint32_t data_credits = 0;  ///< what the peer lets us send now
+    transport::PortCounters counters{};
+};
+
+/// Counters of one QP at a moment.
+struct QpStats {
+    std::uint32_t qpn = 0;
+    QpType type = QpType::rc;
+    QpState state = QpState::reset;
+    std::uint16_t dlid = 0;
+    std::uint32_t dest_qpn = 0;
+    QpCounters counters{};
+    transport::Sender::Counters sender{};      ///< RC only
+    transport::Receiver::Counters receiver{};  ///< RC only
+};
+
 struct AsyncEvent {
     AsyncEventType type = AsyncEventType::port_active;
     std::uint32_t object = 0;  ///< QP number, CQ/SRQ handle, or port number
@@ -106,6 +127,9 @@ public:
     void poll_cm();
     /// Next async event, waiting up to `timeout`; false if none came.
     bool get_async_event(AsyncEvent& ev, std::chrono::nanoseconds timeout);
+
+    /// Copies every port's and QP's counters (control path: allocates, takes the lock briefly).
+    void snapshot(std::vector<PortStats>& ports, std::vector<QpStats>& qps);
 
     /// Counters (tbv status, tests): call with a function taking (const Qp&).
     template <typename F>
