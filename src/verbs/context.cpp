@@ -332,7 +332,7 @@ Result<Ah*> Context::create_ah(Pd& pd, const AddressVector& av) {
     if (av.dlid == 0 || av.port_num > opts_.limits.phys_port_cnt) {
         return fail(std::errc::invalid_argument);
     }
-    ahs_.push_back(std::make_unique<Ah>(pd, av));
+    ahs_.push_back(std::make_unique<Ah>(pd, av, fabric_->peer(av.dlid)));
     return ahs_.back().get();
 }
 

@@ -230,7 +230,7 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
         w.fence = (wr->send_flags & kSendFence) != 0;
         w.is_inline = inl && total != 0;
         if (type() == QpType::ud) {
-            w.dlid = wr->ah->av().dlid;
+            w.dst = wr->ah->peer();
             w.rqpn = wr->remote_qpn;
             // IB: a Q_Key with the high bit set means "use the QP's own Q_Key".
             w.qkey = (wr->remote_qkey & 0x8000'0000u) != 0 ? sm_.attr().qkey : wr->remote_qkey;
@@ -344,7 +344,8 @@ void Qp::complete_send(SendWqe& w, WcStatus st) noexcept {
 }
 
 void Qp::complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uint32_t imm,
-                       bool has_imm, bool rdma_imm, bool solicited) noexcept {
+                       bool has_imm, bool rdma_imm, bool solicited, const transport::Port* ud_from,
+                       std::uint32_t ud_src_qp) noexcept {
     release(r.segs, r.nseg);
     r.nseg = 0;
     Wc wc{};
@@ -352,13 +353,16 @@ void Qp::complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uin
     wc.status = st;
     wc.opcode = rdma_imm ? WcOpcode::recv_rdma_with_imm : WcOpcode::recv;
     wc.qp_num = qpn_;
-    wc.src_qp = dest_qpn_;
+    // A datagram reports its own sender; a connected QP its peer.
+    wc.src_qp = ud_from != nullptr ? ud_src_qp : dest_qpn_;
     wc.byte_len = byte_len;
     if (has_imm) {
         wc.imm_data = imm;
         wc.wc_flags |= kWcWithImm;
     }
-    if (peer_ != nullptr) {
+    if (ud_from != nullptr) {
+        wc.slid = ud_from->peer_lid();
+    } else if (peer_ != nullptr) {
         wc.slid = peer_->lid;
     }
     if (r.srq != nullptr) {

@@ -121,9 +121,9 @@ private:
         std::uint32_t nseg = 0;    ///< resolved SGEs in sq_segs_ (inline: 0)
         std::uint32_t ssn = 0;     ///< SEND / WRITE_WITH_IMM: receive sequence number
         std::uint32_t frames = 0;  ///< frames in the Sender (READ: one request per chunk)
-        std::uint32_t rqpn = 0;    ///< UD: destination QP, Q_Key, and LID (from the AH)
+        std::uint32_t rqpn = 0;    ///< UD: destination QP, Q_Key, and peer (from the AH)
         std::uint32_t qkey = 0;
-        std::uint16_t dlid = 0;
+        transport::Peer* dst = nullptr;
         WrOpcode op = WrOpcode::send;
         WcStatus status = WcStatus::success;  ///< a local error found at post time
         bool signaled = false;
@@ -192,7 +192,9 @@ private:
     void reset_queues() noexcept;
     void complete_send(SendWqe& w, WcStatus st) noexcept;
     void complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uint32_t imm,
-                       bool has_imm, bool rdma_imm, bool solicited = false) noexcept;
+                       bool has_imm, bool rdma_imm, bool solicited = false,
+                       const transport::Port* ud_from = nullptr,
+                       std::uint32_t ud_src_qp = 0) noexcept;
     void release(Seg* segs, std::uint32_t n) noexcept;
     void flush_bound() noexcept;  ///< SRQ WQEs held by this QP complete with WR_FLUSH_ERR
     void drop_bound() noexcept;   ///< ...or go back to the SRQ unused (RESET, destroy)

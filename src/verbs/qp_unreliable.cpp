@@ -72,7 +72,7 @@ bool Qp::pump_unreliable() noexcept {
             to_error();  // IB: a UC/UD send-queue error moves the QP to SQE; we flush it all
             return true;
         }
-        transport::Peer* dst = type() == QpType::ud ? env_.fabric->peer(w.dlid) : peer_;
+        transport::Peer* dst = type() == QpType::ud ? w.dst : peer_;
         while (push_frame_ < w.frames) {
             transport::Port* port = nullptr;
             if (dst != nullptr && dst->up()) {
@@ -222,15 +222,8 @@ void Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
         scatter(r->segs, r->nseg, kGrhSize, f.payload.data(), h.payload_len);
         ctr_.rx_bytes += h.payload_len;
     }
-    // complete_recv reports the connected peer; a datagram reports its own sender.
-    const std::uint32_t saved = dest_qpn_;
-    dest_qpn_ = h.src_qpn;
-    transport::Peer* saved_peer = peer_;
-    peer_ = env_.fabric->peer(from.peer_lid());
     complete_recv(*r, st_wc, h.payload_len + kGrhSize, h.imm, imm, false,
-                  (h.flags & wire::kFlagSolicited) != 0);
-    dest_qpn_ = saved;
-    peer_ = saved_peer;
+                  (h.flags & wire::kFlagSolicited) != 0, &from, h.src_qpn);
     consume_recv();
 }
 
