@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "api/detail.hpp"
+#include "api/emu_open.hpp"
 #include "tbv/tbv.hpp"
 #include "vfio/error.hpp"
 
@@ -35,14 +36,6 @@ Failure fail_with(std::error_code code, std::string detail) {
     return {code};
 }
 
-std::string host_name() {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') {
-        return "tbverbs-emu";
-    }
-    return buf;
-}
-
 /// "DDDD:BB:DD.F" (hex digits), the form sysfs and vfio-pci use.
 bool is_pci_address(std::string_view s) {
     constexpr std::string_view kShape = "hhhh:hh:hh.h";
@@ -60,7 +53,7 @@ bool is_pci_address(std::string_view s) {
 
 Result<void> open_context(DeviceImpl& d, hw::Device& dev) {
     verbs::ContextOptions o;
-    o.cm.host.device_name = host_name();
+    o.cm.host.device_name = detail::emu_host_name();
     auto ctx = verbs::Context::open(dev, std::move(o));
     if (!ctx) {
         return fail_with(ctx.error(), "cannot bring up the USB4 stack on " + d.name);
@@ -76,36 +69,23 @@ Result<void> open_context(DeviceImpl& d, hw::Device& dev) {
 
 /// "emu:<cable>[/a|/b]": an emulated host of its own, port 0 plugged into the cable.
 Result<void> open_emu(DeviceImpl& d, std::string_view spec) {
-    emu::ShmCableConfig cc;
-    std::string cable(spec);
-    if (const auto slash = spec.rfind('/'); slash != std::string_view::npos) {
-        const std::string_view side = spec.substr(slash + 1);
-        if (side != "a" && side != "b") {
-            return fail_with(std::make_error_code(std::errc::invalid_argument),
-                             "the cable end must be /a or /b");
-        }
-        cc.side = side == "a" ? emu::ShmSide::a : emu::ShmSide::b;
-        cable = std::string(spec.substr(0, slash));
+    std::string why;
+    auto cable = detail::parse_emu_spec(spec, why);
+    if (!cable) {
+        return fail_with(cable.error(), why);
     }
-    if (cable.empty() || cable.find('/') != std::string::npos) {
-        return fail_with(std::make_error_code(std::errc::invalid_argument),
-                         "expected emu:<cable>[/a|/b] with a cable name without '/'");
+    auto e = detail::open_emu_device(*cable, "emu-" + std::to_string(::getpid()),
+                                     detail::random_emu_uid(), {}, why);
+    if (!e) {
+        return fail_with(e.error(), why);
     }
-    emu::HostConfig hc;
-    hc.name = "emu-" + std::to_string(::getpid());
-    // Two hosts on one cable need distinct router UIDs (UUIDs, LIDs derive from them), whether
-    // they live in two processes or in one: a random low half.
-    std::random_device rd;
-    hc.uid = 0x0438'020e'0000'0000ull | rd() | 1u;
-    d.host = std::make_unique<emu::EmuHost>(std::move(hc));
-    if (auto r = open_context(d, d.host->nhi()); !r) {
-        return r;
+    d.host = std::move(e->host);
+    d.ctx = std::move(e->ctx);
+    auto pd = d.ctx->alloc_pd();
+    if (!pd) {
+        return Failure{pd.error()};
     }
-    if (auto r = d.host->open_shm_cable(0, cable, cc); !r) {
-        return fail_with(r.error(), r.error() == std::errc::device_or_resource_busy
-                                        ? "both ends of cable '" + cable + "' are taken"
-                                        : "cannot open the shared-memory cable '" + cable + "'");
-    }
+    d.pd = *pd;
     return ok();
 }
 

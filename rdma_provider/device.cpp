@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: Apache-2.0
+// Devices: discovery from the environment, opening (the shared Instance), and the device ops
+// libibverbs calls (alloc_context with cmd_fd = -1 because our devices have no sysfs entry,
+// uninit_device).
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "private_abi.hpp"
+#include "provider.hpp"
+
+namespace tbv::provider {
+
+namespace {
+
+void copy_name(char* dst, std::size_t cap, const std::string& s) {
+    const std::size_t n = std::min(cap - 1, s.size());
+    std::memcpy(dst, s.data(), n);
+    dst[n] = '\0';
+}
+
+Device* make_device(unsigned index, std::string spec) {
+    auto* d = new Device();
+    ibv_device& ib = d->vdev.device;
+    ib.node_type = IBV_NODE_CA;
+    ib.transport_type = IBV_TRANSPORT_IB;
+    const std::string name = "tbv" + std::to_string(index);
+    copy_name(ib.name, sizeof ib.name, name);
+    copy_name(ib.dev_name, sizeof ib.dev_name, name);
+    // dev_path and ibdev_path stay empty: there is no sysfs node (ibv_devinfo's board_id read of
+    // "<ibdev_path>/board_id" finds nothing and is skipped).
+    d->vdev.ops = &kDeviceOps;
+    d->vdev.refcount.store(1);  // ours, never dropped: a device outlives every list and context
+    d->vdev.sysfs = nullptr;
+    d->vdev.core_support = pabi34::kCoreSupportOptionalMrAccess;
+    d->spec = std::move(spec);
+    d->guid = detail::random_emu_uid();
+    return d;
+}
+
+std::vector<Device*> discover() {
+    std::vector<Device*> out;
+    // VFIO-bound NHIs come first once the provider drives real hardware (tbv0…); then the
+    // emulated host of TBV_EMU.
+    if (const char* emu = std::getenv("TBV_EMU"); emu != nullptr && *emu != '\0') {
+        std::string why;
+        if (auto spec = detail::parse_emu_spec(emu, why); spec) {
+            out.push_back(
+                make_device(static_cast<unsigned>(out.size()), std::string("emu:") + emu));
+        } else {
+            std::fprintf(stderr, "tbverbs: TBV_EMU='%s' ignored: %s\n", emu, why.c_str());
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+const std::vector<Device*>& devices() {
+    static const std::vector<Device*> list = discover();
+    return list;
+}
+
+bool is_ours(const ibv_device* dev) noexcept {
+    return dev != nullptr && reinterpret_cast<const pabi34::verbs_device*>(dev)->ops == &kDeviceOps;
+}
+
+Device* to_device(ibv_device* dev) noexcept {
+    return reinterpret_cast<Device*>(dev);
+}
+
+std::shared_ptr<Instance> Device::acquire(int& err) {
+    std::lock_guard g(mu);
+    if (auto inst = open.lock()) {
+        return inst;
+    }
+    constexpr std::string_view kEmu = "emu:";
+    std::string why;
+    auto spec_r = detail::parse_emu_spec(std::string_view(spec).substr(kEmu.size()), why);
+    if (!spec_r) {
+        err = to_errno(spec_r.error());
+        std::fprintf(stderr, "tbverbs: %s: %s\n", vdev.device.name, why.c_str());
+        return nullptr;
+    }
+    auto emu = detail::open_emu_device(
+        *spec_r, std::string(vdev.device.name) + "-" + std::to_string(::getpid()), guid, {}, why);
+    if (!emu) {
+        err = to_errno(emu.error());
+        std::fprintf(stderr, "tbverbs: %s (%s): %s: %s\n", vdev.device.name, spec.c_str(),
+                     emu.error().message().c_str(), why.c_str());
+        return nullptr;
+    }
+    auto inst = std::make_shared<Instance>();
+    inst->emu = std::move(*emu);
+    open = inst;
+    return inst;
+}
+
+int to_errno(std::error_code ec) noexcept {
+    if (!ec) {
+        return 0;
+    }
+    if (ec.category() == tbv_category()) {
+        switch (static_cast<Errc>(ec.value())) {
+            case Errc::ok: return 0;
+            case Errc::device_gone: return ENODEV;
+            case Errc::iommu_fault: return EFAULT;
+            case Errc::ring_unavailable:
+            case Errc::hop_in_use: return EBUSY;
+            case Errc::ring_full: return ENOMEM;
+            case Errc::malformed: return EINVAL;
+            case Errc::timeout: return ETIMEDOUT;
+            case Errc::link_down: return ENETDOWN;
+            case Errc::not_supported: return EOPNOTSUPP;
+            case Errc::crc_mismatch:
+            case Errc::router_error: return EIO;
+        }
+        return EIO;
+    }
+    return ec.value() > 0 ? ec.value() : EIO;
+}
+
+// ---- device ops ---------------------------------------------------------------------------------
+
+namespace {
+
+verbs_context* alloc_context(ibv_device* ibdev, int cmd_fd, void* /*private_data*/) noexcept {
+    const PrivateAbi* abi = private_abi();
+    if (abi == nullptr) {
+        errno = EPROTONOSUPPORT;
+        return nullptr;
+    }
+    Device* dev = to_device(ibdev);
+    int err = ENOMEM;
+    std::shared_ptr<Instance> inst;
+    try {
+        inst = dev->acquire(err);
+    } catch (...) {
+        inst.reset();
+        err = ENOMEM;
+    }
+    if (!inst) {
+        errno = err;
+        return nullptr;
+    }
+    // _verbs_init_and_alloc_context takes the context's offset as a pointer (driver.h's macro).
+    auto* shell = static_cast<ContextShell*>(abi->init_and_alloc_context(
+        ibdev, cmd_fd, sizeof(ContextShell),
+        reinterpret_cast<verbs_context*>(offsetof(ContextShell, vctx)), 0));
+    if (shell == nullptr) {
+        return nullptr;  // errno from libibverbs
+    }
+    try {
+        shell->impl = new Context(shell, dev, std::move(inst));
+    } catch (...) {
+        abi->uninit_context(&shell->vctx);
+        std::free(shell);
+        errno = ENOMEM;
+        return nullptr;
+    }
+    abi->set_ops(&shell->vctx, &kContextOps);
+    shell->vctx.context.num_comp_vectors = 1;
+    if (const int e = shell->impl->start(); e != 0) {
+        delete shell->impl;
+        abi->uninit_context(&shell->vctx);
+        std::free(shell);
+        errno = e;
+        return nullptr;
+    }
+    return &shell->vctx;
+}
+
+void uninit_device(pabi34::verbs_device* /*dev*/) noexcept {
+    // Never reached: every device keeps the reference it was made with (make_device).
+}
+
+}  // namespace
+
+const pabi34::verbs_device_ops kDeviceOps = {
+    .name = "tbverbs",
+    .match_min_abi_version = 0,
+    .match_max_abi_version = 0,
+    .match_table = nullptr,
+    .static_providers = nullptr,
+    .match_device = nullptr,
+    .alloc_context = alloc_context,
+    .import_context = nullptr,
+    .alloc_device = nullptr,
+    .uninit_device = uninit_device,
+};
+
+}  // namespace tbv::provider
