@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The tbv command: list USB4 host interfaces, bind/unbind them to vfio-pci, show status.
+// The tbv command: list USB4 host interfaces, bind/unbind them to vfio-pci, show status, run a
+// verbs program with the provider.
 #include <CLI/CLI.hpp>
 
 #include "tools/commands.hpp"
@@ -12,6 +13,9 @@ int main(int argc, char** argv) {
     tbv::tools::add_bind_commands(app, exit_code);
 #ifdef TBV_WITH_STATUS  // not in the static VM-guest build (test/vm), which has no emulator
     tbv::tools::add_status_command(app, exit_code);
+#endif
+#ifdef TBV_WITH_RUN  // not in the VM-guest build either
+    tbv::tools::add_run_command(app, exit_code);
 #endif
     CLI11_PARSE(app, argc, argv);
     return exit_code;

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: Apache-2.0
+// The provider through the real libibverbs, in-process: tbvdv_get_device_list, ibv_open_device
+// (sysfs NULL, cmd_fd -1), our ops where libibverbs' inline verbs read them, the verbs error
+// conventions (NULL + errno, positive errno, bad_wr), libibverbs' EOPNOTSUPP for what we leave
+// out, completion channels and GIDs through tbvdv_*, and the interposer (preloaded by meson for
+// this test) including its ibv_import_device guard.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "infiniband/tbvdv.h"
+#include "process.hpp"
+
+// The public verbs_context must end with the ibv_context libibverbs hands out (the provider finds
+// its context from it).
+static_assert(offsetof(verbs_context, context) + sizeof(ibv_context) == sizeof(verbs_context));
+
+namespace {
+
+/// One cable for the whole process: the provider reads TBV_EMU once.
+void use_cable() {
+    static const bool once = [] {
+        ::setenv("TBV_EMU", tbv::test::unique_name("pt-api-").c_str(), 1);
+        ::setenv("TBV_LINK_WAIT_MS", "0", 1);
+        return true;
+    }();
+    (void)once;
+}
+
+struct Opened {
+    ibv_context* ctx = nullptr;
+    Opened() {
+        use_cable();
+        int n = 0;
+        ibv_device** list = tbvdv_get_device_list(&n);
+        REQUIRE(list != nullptr);
+        REQUIRE(n == 1);
+        ctx = ibv_open_device(list[0]);
+        ibv_free_device_list(list);
+        REQUIRE(ctx != nullptr);
+    }
+    ~Opened() {
+        if (ctx != nullptr) {
+            CHECK(ibv_close_device(ctx) == 0);
+        }
+    }
+};
+
+}  // namespace
+
+TEST_CASE("tbvdv_get_device_list: tbv0, opened through libibverbs without sysfs", "[provider]") {
+    use_cable();
+    int n = -1;
+    ibv_device** list = tbvdv_get_device_list(&n);
+    REQUIRE(list != nullptr);
+    REQUIRE(n == 1);
+    CHECK(list[1] == nullptr);
+    CHECK(std::string(ibv_get_device_name(list[0])) == "tbv0");
+    CHECK(tbvdv_is_tbv_device(list[0]) == 1);
+    CHECK(list[0]->transport_type == IBV_TRANSPORT_IB);
+    CHECK(tbvdv_get_device_guid(list[0]) != 0);
+    ibv_context* ctx = ibv_open_device(list[0]);
+    ibv_free_device_list(list);  // the context keeps the device
+    REQUIRE(ctx != nullptr);
+    CHECK(ctx->cmd_fd == -1);
+    CHECK(ctx->async_fd >= 0);
+    CHECK(ctx->num_comp_vectors >= 1);
+
+    ibv_device_attr a{};
+    REQUIRE(ibv_query_device(ctx, &a) == 0);
+    CHECK(a.vendor_id == 0x8086);
+    CHECK(a.max_qp > 0);
+    CHECK(a.max_qp_wr >= 512);
+    CHECK(a.max_sge >= 8);
+    CHECK(a.phys_port_cnt == 1);
+    CHECK(std::string(a.fw_ver).rfind("tbverbs ", 0) == 0);
+
+    ibv_port_attr p{};
+    REQUIRE(ibv_query_port(ctx, 1, &p) == 0);
+    CHECK(p.link_layer == IBV_LINK_LAYER_INFINIBAND);
+    CHECK(p.lid != 0);
+    CHECK(p.active_mtu == IBV_MTU_2048);
+    CHECK(p.state == IBV_PORT_DOWN);  // no peer on this cable
+    CHECK(ibv_query_port(ctx, 2, &p) == EINVAL);
+
+    ibv_gid gid{};
+    REQUIRE(tbvdv_query_gid(ctx, 1, 0, &gid) == 0);
+    CHECK(gid.raw[0] == 0xfe);
+    CHECK(gid.raw[1] == 0x80);
+    CHECK(tbvdv_query_gid(ctx, 1, 1, &gid) == -1);
+    __be16 pkey = 0;
+    CHECK(tbvdv_query_pkey(ctx, 1, 0, &pkey) == 0);
+    CHECK(pkey == 0xffff);
+    CHECK(ibv_close_device(ctx) == 0);
+}
+
+TEST_CASE("ops reach the provider; errors follow the verbs conventions", "[provider]") {
+    Opened o;
+    ibv_context* ctx = o.ctx;
+    ibv_pd* pd = ibv_alloc_pd(ctx);
+    REQUIRE(pd != nullptr);
+    std::vector<char> buf(8192);
+
+    // (ints: verbs.h's ibv_reg_mr macro masks the flags with an enum of another type)
+    const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                       static_cast<int>(IBV_ACCESS_RELAXED_ORDERING);
+    const int remote_only = IBV_ACCESS_REMOTE_WRITE;
+    ibv_mr* mr = ibv_reg_mr(pd, buf.data(), buf.size(), access);
+    REQUIRE(mr != nullptr);
+    CHECK(mr->lkey != 0);
+    CHECK(mr->addr == buf.data());
+    errno = 0;
+    CHECK(ibv_reg_mr(pd, buf.data(), buf.size(), remote_only) == nullptr);
+    CHECK(errno == EINVAL);  // remote write needs local write
+
+    ibv_cq* cq = ibv_create_cq(ctx, 16, nullptr, nullptr, 0);
+    REQUIRE(cq != nullptr);
+    CHECK(cq->cqe >= 16);
+    ibv_wc wc[4];
+    CHECK(ibv_poll_cq(cq, 4, wc) == 0);  // our poll_cq, inline in this program
+    errno = 0;
+    CHECK(ibv_create_cq(ctx, 0, nullptr, nullptr, 0) == nullptr);
+    CHECK(errno == EINVAL);
+
+    ibv_qp_init_attr ia{};
+    ia.send_cq = cq;
+    ia.recv_cq = cq;
+    ia.qp_type = IBV_QPT_RC;
+    ia.cap = {16, 16, 1, 1, 64};
+    ibv_qp_init_attr too_big = ia;
+    too_big.cap.max_send_wr = 1u << 24;
+    errno = 0;
+    CHECK(ibv_create_qp(pd, &too_big) == nullptr);
+    CHECK(errno == EINVAL);
+    ibv_qp_init_attr raw = ia;
+    raw.qp_type = IBV_QPT_RAW_PACKET;
+    errno = 0;
+    CHECK(ibv_create_qp(pd, &raw) == nullptr);
+    CHECK(errno == EOPNOTSUPP);
+
+    ibv_qp* qp = ibv_create_qp(pd, &ia);
+    REQUIRE(qp != nullptr);
+    CHECK(qp->qp_num != 0);
+    CHECK(qp->state == IBV_QPS_RESET);
+    CHECK(ia.cap.max_send_wr >= 16);
+    CHECK(ia.cap.max_inline_data >= 64);
+
+    ibv_qp_attr attr{};
+    attr.qp_state = IBV_QPS_INIT;
+    attr.pkey_index = 0;
+    attr.port_num = 1;
+    attr.qp_access_flags = IBV_ACCESS_REMOTE_WRITE;
+    REQUIRE(ibv_modify_qp(qp, &attr,
+                          IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) ==
+            0);
+    CHECK(qp->state == IBV_QPS_INIT);
+    ibv_qp_attr qa{};
+    ibv_qp_init_attr qi{};
+    REQUIRE(ibv_query_qp(qp, &qa, IBV_QP_STATE | IBV_QP_CAP, &qi) == 0);
+    CHECK(qa.qp_state == IBV_QPS_INIT);
+    CHECK(qa.qp_access_flags == IBV_ACCESS_REMOTE_WRITE);
+    CHECK(qi.cap.max_send_wr == ia.cap.max_send_wr);
+    CHECK(qi.send_cq == cq);
+
+    // A receive chain whose second request is malformed: the first is posted, bad_wr names the
+    // second, the return value is a positive errno.
+    ibv_sge sge{reinterpret_cast<std::uintptr_t>(buf.data()), 64, mr->lkey};
+    ibv_recv_wr rw[2]{};
+    rw[0].wr_id = 1;
+    rw[0].sg_list = &sge;
+    rw[0].num_sge = 1;
+    rw[0].next = &rw[1];
+    rw[1].wr_id = 2;
+    rw[1].sg_list = &sge;
+    rw[1].num_sge = -1;
+    ibv_recv_wr* bad_r = nullptr;
+    CHECK(ibv_post_recv(qp, &rw[0], &bad_r) == EINVAL);
+    CHECK(bad_r == &rw[1]);
+
+    // An opcode the device does not offer (memory windows).
+    ibv_send_wr sw{};
+    sw.wr_id = 3;
+    sw.opcode = IBV_WR_BIND_MW;
+    ibv_send_wr* bad_s = nullptr;
+    CHECK(ibv_post_send(qp, &sw, &bad_s) == EINVAL);
+    CHECK(bad_s == &sw);
+
+    // Left to libibverbs' dummy ops.
+    errno = 0;
+    CHECK(ibv_alloc_mw(pd, IBV_MW_TYPE_1) == nullptr);
+    CHECK(errno == EOPNOTSUPP);
+
+    // Objects in use cannot go.
+    CHECK(ibv_destroy_cq(cq) == EBUSY);
+    CHECK(ibv_dealloc_pd(pd) == EBUSY);
+
+    CHECK(ibv_destroy_qp(qp) == 0);
+    CHECK(ibv_destroy_cq(cq) == 0);
+    CHECK(ibv_dereg_mr(mr) == 0);
+    CHECK(ibv_dealloc_pd(pd) == 0);
+}
+
+TEST_CASE("completion channels and GIDs through the interposed verbs", "[provider]") {
+    Opened o;
+    ibv_context* ctx = o.ctx;
+    // This program runs with the interposer preloaded: the plain verbs reach the provider.
+    ibv_comp_channel* ch = ibv_create_comp_channel(ctx);
+    REQUIRE(ch != nullptr);
+    CHECK(ch->fd >= 0);
+    ibv_cq* cq = ibv_create_cq(ctx, 8, nullptr, ch, 0);
+    REQUIRE(cq != nullptr);
+    CHECK(ibv_req_notify_cq(cq, 0) == 0);
+    CHECK(ibv_destroy_comp_channel(ch) == EBUSY);  // a CQ still uses it
+    CHECK(ibv_destroy_cq(cq) == 0);
+    CHECK(ibv_destroy_comp_channel(ch) == 0);
+
+    ibv_gid gid{};
+    REQUIRE(ibv_query_gid(ctx, 1, 0, &gid) == 0);
+    CHECK(gid.raw[0] == 0xfe);
+    ibv_gid_entry e{};
+    REQUIRE(ibv_query_gid_ex(ctx, 1, 0, &e, 0) == 0);
+    CHECK(e.gid_type == IBV_GID_TYPE_IB);
+    CHECK(std::memcmp(e.gid.raw, gid.raw, 16) == 0);
+    __be16 pkey = 0;
+    CHECK(ibv_query_pkey(ctx, 1, 0, &pkey) == 0);
+    CHECK(ibv_get_pkey_index(ctx, 1, pkey) == 0);
+    CHECK(ibv_get_device_guid(ctx->device) != 0);
+}
+
+TEST_CASE("interposer: ibv_get_device_list has tbv0; ibv_import_device does not crash",
+          "[provider]") {
+    use_cable();
+    int n = 0;
+    ibv_device** list = ibv_get_device_list(&n);
+    REQUIRE(list != nullptr);
+    bool found = false;
+    for (int i = 0; i < n; ++i) {
+        found = found || std::string(ibv_get_device_name(list[i])) == "tbv0";
+    }
+    CHECK(found);
+    ibv_free_device_list(list);
+    // libibverbs looks the char device up through each listed device's sysfs data, which ours
+    // do not have: the interposer hides them from that lookup.
+    const int fd = ::open("/dev/null", O_RDWR);
+    REQUIRE(fd >= 0);
+    errno = 0;
+    CHECK(ibv_import_device(fd) == nullptr);
+    CHECK(errno == ENODEV);
+    ::close(fd);
+}

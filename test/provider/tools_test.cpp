@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unmodified ibverbs-utils programs with the interposer preloaded (what `tbv run` does): the
+// device list, the device attributes, and ibv_rc_pingpong as two processes, each an emulated host
+// on its end of one shared-memory cable, exchanging addresses over loopback TCP.
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "catch.hpp"
+#include "process.hpp"
+#include "skip.hpp"
+
+using tbv::test::Proc;
+using tbv::test::ProcResult;
+
+// Catch2's TAP reporter breaks on multi-line INFO text: show a program's output only on failure.
+#define CHECK_OUT(cond, out)                                            \
+    do {                                                                \
+        if (cond) {                                                     \
+            SUCCEED(#cond);                                             \
+        } else {                                                        \
+            FAIL_CHECK(#cond << "\n--- program output ---\n" << (out)); \
+        }                                                               \
+    } while (0)
+
+namespace {
+
+constexpr auto kShort = std::chrono::seconds(20);
+constexpr auto kPair = std::chrono::seconds(60);
+
+bool contains(const std::string& s, const std::string& what) {
+    return s.find(what) != std::string::npos;
+}
+
+/// The environment of a program under the provider on cable `cable`.
+std::vector<std::string> env_for(const std::string& cable) {
+    return {"LD_PRELOAD=" + tbv::test::preload_path(), "TBV_EMU=" + cable,
+            // The first of two processes starts before its peer: let query_port wait for the
+            // link as `tbv run` does.
+            "TBV_LINK_WAIT_MS=30000"};
+}
+
+}  // namespace
+
+TEST_CASE("ibv_devices lists tbv0 through the interposer", "[provider][utils]") {
+    if (!tbv::test::have_program("ibv_devices")) {
+        TBV_SKIP("ibv_devices not installed (scripts/deps provider)");
+    }
+    REQUIRE_FALSE(tbv::test::preload_path().empty());
+    Proc p({"ibv_devices"}, env_for(tbv::test::unique_name("pt-devices-")));
+    const ProcResult r = p.finish(kShort);
+    CHECK_OUT(r.status == 0, r.out);
+    CHECK_OUT(contains(r.out, "tbv0"), r.out);
+    // The node GUID comes from the interposed ibv_get_device_guid (libibverbs' reads sysfs).
+    CHECK_OUT(!contains(r.out, "0000000000000000"), r.out);
+}
+
+TEST_CASE("without TBV_EMU the interposer adds nothing: ibv_devices behaves as without it",
+          "[provider][utils]") {
+    if (!tbv::test::have_program("ibv_devices")) {
+        TBV_SKIP("ibv_devices not installed (scripts/deps provider)");
+    }
+    Proc plain({"env", "-u", "TBV_EMU", "-u", "LD_PRELOAD", "ibv_devices"}, {});
+    const ProcResult a = plain.finish(kShort);
+    Proc pre({"env", "-u", "TBV_EMU", "ibv_devices"}, {"LD_PRELOAD=" + tbv::test::preload_path()});
+    const ProcResult b = pre.finish(kShort);
+    CHECK_OUT(a.status == b.status, a.out + "\n--- preloaded ---\n" + b.out);
+    CHECK_OUT(a.out == b.out, a.out + "\n--- preloaded ---\n" + b.out);
+    CHECK_OUT(!contains(b.out, "tbv0"), b.out);
+}
+
+TEST_CASE("ibv_devinfo -v shows tbv0 with IB attributes and its GID", "[provider][utils]") {
+    if (!tbv::test::have_program("ibv_devinfo")) {
+        TBV_SKIP("ibv_devinfo not installed (scripts/deps provider)");
+    }
+    auto env = env_for(tbv::test::unique_name("pt-devinfo-"));
+    env.back() = "TBV_LINK_WAIT_MS=0";  // no peer: report the port as it is, at once
+    Proc p({"ibv_devinfo", "-v"}, env);
+    const ProcResult r = p.finish(kShort);
+    CHECK_OUT(r.status == 0, r.out);
+    CHECK_OUT(contains(r.out, "hca_id:\ttbv0"), r.out);
+    CHECK_OUT(contains(r.out, "transport:\t\t\tInfiniBand (0)"), r.out);
+    CHECK_OUT(contains(r.out, "vendor_id:\t\t\t0x8086"), r.out);
+    CHECK_OUT(contains(r.out, "link_layer:\t\tInfiniBand"), r.out);
+    CHECK_OUT(contains(r.out, "active_mtu:\t\t2048 (4)"), r.out);
+    CHECK_OUT(contains(r.out, "state:\t\t\tPORT_DOWN (1)"), r.out);  // nobody on the cable
+    CHECK_OUT(contains(r.out, "GID[  0]:\t\tfe80:0000:0000:0000:"), r.out);
+    CHECK_OUT(!contains(r.out, "port_lid:\t\t0\n"), r.out);
+}
+
+TEST_CASE("ibv_rc_pingpong: server and client over an emulated cable", "[provider][utils]") {
+    if (!tbv::test::have_program("ibv_rc_pingpong")) {
+        TBV_SKIP("ibv_rc_pingpong not installed (scripts/deps provider)");
+    }
+    const std::string cable = tbv::test::unique_name("pt-rcpp-");
+    const std::string port = std::to_string(tbv::test::free_tcp_port());
+    Proc server({"ibv_rc_pingpong", "-d", "tbv0", "-p", port}, env_for(cable));
+    // The client connects over TCP as soon as its port is up: give the server a head start.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    Proc client({"ibv_rc_pingpong", "-d", "tbv0", "-p", port, "127.0.0.1"}, env_for(cable));
+    const ProcResult c = client.finish(kPair);
+    const ProcResult s = server.finish(kPair);
+    CHECK_OUT(c.status == 0, c.out);
+    CHECK_OUT(s.status == 0, s.out);
+    CHECK_OUT(contains(c.out, "1000 iters in"), c.out);
+    CHECK_OUT(contains(s.out, "1000 iters in"), s.out);
+}
+
+TEST_CASE("tbv run -- ibv_devices: the provider preloaded by the tbv command",
+          "[provider][utils]") {
+    const char* tbv = std::getenv("TBV_BIN");
+    if (tbv == nullptr || !tbv::test::have_program("ibv_devices")) {
+        TBV_SKIP("TBV_BIN unset or ibv_devices not installed");
+    }
+    const std::string cable = tbv::test::unique_name("pt-run-");
+    // No LD_PRELOAD of ours in its environment: tbv run sets it.
+    Proc p({"env", "-u", "LD_PRELOAD", "-u", "TBV_EMU", tbv, "run", "--emu", cable, "--",
+            "ibv_devices"},
+           {});
+    const ProcResult r = p.finish(kShort);
+    CHECK_OUT(r.status == 0, r.out);
+    CHECK_OUT(contains(r.out, "tbv0"), r.out);
+    Proc missing({tbv, "run", "--", "tbv-no-such-program"}, {});
+    const ProcResult m = missing.finish(kShort);
+    CHECK_OUT(m.status == 127, m.out);
+}
