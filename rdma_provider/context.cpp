@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A provider context: the async-event pipe, the service thread and the link wait of query_port.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,7 +45,7 @@ bool is_qp_event(verbs::AsyncEventType t) {
 
 Context::Context(ContextShell* shell, Device* dev, std::shared_ptr<Instance> inst)
     : shell_(shell), dev_(dev), inst_(std::move(inst)) {
-    period_ = std::chrono::microseconds(std::clamp(env_long("TBV_PROGRESS_US", 200), 10L, 100000L));
+    period_ = std::chrono::microseconds(std::clamp(env_long("TBV_PROGRESS_US", 50), 1L, 100000L));
 }
 
 Context::~Context() {
@@ -201,6 +202,9 @@ void Context::forward_async(const verbs::AsyncEvent& ev) noexcept {
 }
 
 void Context::service_loop() noexcept {
+    // Our sleeps are short and their timing matters (a peer waits for our ACK or READ answer):
+    // the default 50 µs timer slack would dominate them.
+    (void)::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
     verbs::Context& c = core();
     while (!stop_.load(std::memory_order_acquire)) {
         verbs::AsyncEvent ev;
@@ -233,10 +237,16 @@ void Context::service_loop() noexcept {
         chan_lock.unlock();
         // Progress for an application that is not driving it (blocked elsewhere, or spinning on
         // memory): only if it did not poll or post since our last round.
-        if (!app_progress_.exchange(false, std::memory_order_relaxed) && !progressed) {
+        bool have_qps = false;
+        {
+            std::lock_guard g(mu_);
+            have_qps = !qps_.empty();
+        }
+        if (have_qps && !app_progress_.exchange(false, std::memory_order_relaxed) && !progressed) {
             c.progress();
         }
-        std::this_thread::sleep_for(period_);
+        // Without QPs only events can come (port up/down): no need to wake often.
+        std::this_thread::sleep_for(have_qps ? period_ : std::chrono::microseconds(5000));
     }
 }
 

@@ -18,7 +18,10 @@
 // async events and completion-channel events into the pipes libibverbs reads, and drives progress
 // when the application has not for a while (a process that is only the target of RDMA WRITEs, or
 // that spins on memory as ib_write_lat does, must still receive frames and send ACKs). It sleeps
-// between rounds (TBV_PROGRESS_US, default 200 µs); it never spins.
+// between rounds (TBV_PROGRESS_US, default 50 µs); it never spins. On a machine whose cores are
+// all taken by spinning application threads (two perftest processes on two cores), its wakeups are
+// what bounds latency: the way out is to sleep on the RX interrupt (an MSI-X eventfd on hardware,
+// a cross-process doorbell on the shared-memory cable) instead of a timer — not done yet.
 #pragma once
 
 #include <atomic>
@@ -168,8 +171,9 @@ private:
     /// before mu_ (never the other way round).
     std::mutex chan_mu_;
     std::vector<CompChannel*> channels_;
-    std::chrono::microseconds period_{200};
-    std::thread service_;  ///< last: joined first
+    std::chrono::microseconds period_{200};       ///< service round while idle
+    std::chrono::microseconds active_period_{5};  ///< ...while it moves frames itself
+    std::thread service_;                         ///< last: joined first
 };
 
 inline Context& to_ctx(ibv_context* c) noexcept {

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unmodified perftest (Debian's perftest 4.5) over the provider: each test as a server and a
+// client process, each an emulated host on its end of one shared-memory cable, with perftest's
+// own out-of-band exchange over loopback TCP. Both must exit 0 and print the result table.
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+#include "process.hpp"
+#include "skip.hpp"
+
+using tbv::test::Proc;
+using tbv::test::ProcResult;
+
+#define CHECK_OUT(cond, out)                                            \
+    do {                                                                \
+        if (cond) {                                                     \
+            SUCCEED(#cond);                                             \
+        } else {                                                        \
+            FAIL_CHECK(#cond << "\n--- program output ---\n" << (out)); \
+        }                                                               \
+    } while (0)
+
+namespace {
+
+bool contains(const std::string& s, const std::string& what) {
+    return s.find(what) != std::string::npos;
+}
+
+/// A result row: a line starting with the message size, after the table's header.
+bool has_result_row(const std::string& out) {
+    const auto h = out.find("#bytes");
+    if (h == std::string::npos) {
+        return false;
+    }
+    const auto nl = out.find('\n', h);
+    if (nl == std::string::npos) {
+        return false;
+    }
+    std::size_t p = nl + 1;
+    while (p < out.size() && out[p] == ' ') {
+        ++p;
+    }
+    return p < out.size() && out[p] >= '0' && out[p] <= '9';
+}
+
+/// Runs `prog args...` as server and client on a fresh cable; checks both.
+void run_pair(const std::string& prog, const std::vector<std::string>& args) {
+    if (!tbv::test::have_program(prog)) {
+        TBV_SKIP("perftest not installed (scripts/deps provider)");
+    }
+    const std::string cable = tbv::test::unique_name("pt-perf-");
+    const std::string port = std::to_string(tbv::test::free_tcp_port());
+    const std::vector<std::string> env = {"LD_PRELOAD=" + tbv::test::preload_path(),
+                                          "TBV_EMU=" + cable, "TBV_LINK_WAIT_MS=30000"};
+    std::vector<std::string> srv = {prog, "-d", "tbv0", "-p", port};
+    srv.insert(srv.end(), args.begin(), args.end());
+    std::vector<std::string> cli = srv;
+    cli.push_back("127.0.0.1");
+    Proc server(srv, env);
+    // perftest's client does not retry its TCP connect: the server goes first.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    Proc client(cli, env);
+    const ProcResult c = client.finish(std::chrono::seconds(120));
+    const ProcResult s = server.finish(std::chrono::seconds(30));
+    CHECK_OUT(c.status == 0, c.out);
+    CHECK_OUT(s.status == 0, s.out);
+    CHECK_OUT(has_result_row(c.out), c.out);
+    CHECK_OUT(contains(c.out, "Device         : tbv0"), c.out);
+}
+
+}  // namespace
+
+TEST_CASE("perftest ib_write_bw", "[provider][perftest]") {
+    run_pair("ib_write_bw", {});
+}
+
+TEST_CASE("perftest ib_write_lat (inline)", "[provider][perftest]") {
+    run_pair("ib_write_lat", {});
+}
+
+TEST_CASE("perftest ib_read_bw", "[provider][perftest]") {
+    run_pair("ib_read_bw", {});
+}
+
+TEST_CASE("perftest ib_read_lat", "[provider][perftest]") {
+    run_pair("ib_read_lat", {});
+}
+
+TEST_CASE("perftest ib_send_bw", "[provider][perftest]") {
+    run_pair("ib_send_bw", {});
+}
+
+TEST_CASE("perftest ib_send_lat (inline)", "[provider][perftest]") {
+    run_pair("ib_send_lat", {});
+}
+
+TEST_CASE("perftest ib_atomic_bw", "[provider][perftest]") {
+    run_pair("ib_atomic_bw", {});
+}
+
+TEST_CASE("perftest ib_atomic_lat", "[provider][perftest]") {
+    run_pair("ib_atomic_lat", {});
+}
