@@ -95,43 +95,75 @@ int run(const RunOptions& o, const std::vector<std::string>& cmd) {
     return errno == ENOENT ? 127 : 126;
 }
 
+constexpr const char* kRunHelp =
+    "Run a verbs program with the tbverbs provider loaded\n"
+    "Usage: tbv run [--emu CABLE[/a|/b]] [--link-wait MS] [--] CMD [ARGS...]\n"
+    "\n"
+    "  --emu CABLE       use an emulated host on this shared-memory cable (sets TBV_EMU)\n"
+    "  --link-wait MS    how long the program's first port query waits for the link\n"
+    "                    (default 30000 unless TBV_LINK_WAIT_MS is set)\n"
+    "\n"
+    "Everything from CMD on is the command's. TBV_EMU=<cable>[/a|/b] names the emulated host;\n"
+    "TBV_PRELOAD overrides the interposer's path. See rdma_provider/README.md.\n";
+
+int run_command(int argc, char** argv) {
+    RunOptions o;
+    int i = 0;
+    for (; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&](const std::string& name, std::string& out) {
+            if (a.rfind(name + "=", 0) == 0) {
+                out = a.substr(name.size() + 1);
+                return true;
+            }
+            if (a == name && i + 1 < argc) {
+                out = argv[++i];
+                return true;
+            }
+            return false;
+        };
+        std::string v;
+        if (a == "-h" || a == "--help") {
+            std::fputs(kRunHelp, stdout);
+            return 0;
+        }
+        if (a == "--") {
+            ++i;
+            break;
+        }
+        if (value("--emu", v)) {
+            o.emu = v;
+        } else if (value("--link-wait", v)) {
+            char* end = nullptr;
+            const long ms = std::strtol(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || ms < 0) {
+                std::fprintf(stderr, "tbv run: --link-wait wants milliseconds, not '%s'\n",
+                             v.c_str());
+                return 2;
+            }
+            o.link_wait_ms = ms;
+            o.link_wait_set = true;
+        } else if (a.rfind("-", 0) == 0) {
+            std::fprintf(stderr, "tbv run: unknown option '%s'\n%s", a.c_str(), kRunHelp);
+            return 2;
+        } else {
+            break;  // the command
+        }
+    }
+    return run(o, std::vector<std::string>(argv + i, argv + argc));
+}
+
 }  // namespace
 
-void add_run_command(CLI::App& app, int& exit_code) {
-    auto* sub = app.add_subcommand(
+int run_main(int argc, char** argv) {
+    return run_command(argc, argv);
+}
+
+void add_run_command(CLI::App& app, int& /*exit_code*/) {
+    // Listed for `tbv --help`; main() hands `tbv run ...` to run_command before CLI11 parses, so
+    // that the command's own arguments reach it untouched and in order.
+    app.add_subcommand(
         "run", "Run a verbs program with the tbverbs provider loaded (tbv run -- ib_write_bw ...)");
-    auto o = std::make_shared<RunOptions>();
-    sub->add_option("--emu", o->emu,
-                    "Use an emulated host on this shared-memory cable (sets TBV_EMU; "
-                    "CABLE, CABLE/a or CABLE/b)");
-    sub->add_option_function<long>(
-           "--link-wait",
-           [o](long ms) {
-               o->link_wait_ms = ms;
-               o->link_wait_set = true;
-           },
-           "How long the program's first port query waits for the link, in ms (default 30000 "
-           "unless TBV_LINK_WAIT_MS is set)")
-        ->check(CLI::NonNegativeNumber);
-    // Everything from the command on is the command's, options included: "tbv run CMD -x" leaves
-    // "CMD -x" unparsed (prefix_command), "tbv run -- CMD -x" hands it to this positional.
-    auto cmd = std::make_shared<std::vector<std::string>>();
-    sub->add_option("command", *cmd, "The program and its arguments");
-    sub->prefix_command();
-    sub->allow_extras();
-    sub->footer(
-        "Environment: TBV_EMU=<cable>[/a|/b] names the emulated host; TBV_PRELOAD overrides the "
-        "interposer's path. See rdma_provider/README.md.");
-    sub->callback([o, cmd, sub, &exit_code] {
-        std::vector<std::string> argv = *cmd;
-        for (const auto& a : sub->remaining()) {
-            if (argv.empty() && a == "--") {
-                continue;
-            }
-            argv.push_back(a);
-        }
-        exit_code = run(*o, argv);
-    });
 }
 
 }  // namespace tbv::tools

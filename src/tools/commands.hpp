@@ -18,8 +18,10 @@ void add_list_command(CLI::App& app, int& exit_code);
 void add_bind_commands(CLI::App& app, int& exit_code);
 /// `tbv status [--emu CABLE] [--json] [--wait] [--trace-demo]`, `tbv trace`
 void add_status_command(CLI::App& app, int& exit_code);
-/// `tbv run [--emu CABLE] [--link-wait MS] [--] CMD [ARGS...]` (the provider's interposer)
+/// `tbv run [--emu CABLE] [--link-wait MS] [--] CMD [ARGS...]` (the provider's interposer): listed
+/// in the app; main() passes the arguments after "run" to run_main untouched.
 void add_run_command(CLI::App& app, int& exit_code);
+int run_main(int argc, char** argv);
 
 /// The text or JSON `tbv list` prints (exposed for tests).
 std::string render_list(const std::vector<HostReport>& hosts, bool json);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The tbv command: list USB4 host interfaces, bind/unbind them to vfio-pci, show status, run a
 // verbs program with the provider.
+#include <string_view>
+
 #include <CLI/CLI.hpp>
 
 #include "tools/commands.hpp"
@@ -16,6 +18,9 @@ int main(int argc, char** argv) {
 #endif
 #ifdef TBV_WITH_RUN  // not in the VM-guest build either
     tbv::tools::add_run_command(app, exit_code);
+    if (argc >= 2 && std::string_view(argv[1]) == "run") {
+        return tbv::tools::run_main(argc - 2, argv + 2);  // CMD's arguments stay as they are
+    }
 #endif
     CLI11_PARSE(app, argc, argv);
     return exit_code;

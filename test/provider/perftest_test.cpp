@@ -103,3 +103,83 @@ TEST_CASE("perftest ib_atomic_bw", "[provider][perftest]") {
 TEST_CASE("perftest ib_atomic_lat", "[provider][perftest]") {
     run_pair("ib_atomic_lat", {});
 }
+
+// ---- variants ---------------------------------------------------------------------------------
+
+TEST_CASE("perftest ib_write_bw -q 4 (four QPs)", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-q", "4", "-n", "2000"});
+}
+
+TEST_CASE("perftest ib_write_bw -b (bidirectional)", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-b", "-n", "2000"});
+}
+
+TEST_CASE("perftest ib_send_bw -e (completion channel events)", "[provider][perftest]") {
+    run_pair("ib_send_bw", {"-e"});
+}
+
+TEST_CASE("perftest ib_send_bw --use-srq", "[provider][perftest]") {
+    run_pair("ib_send_bw", {"--use-srq"});
+}
+
+TEST_CASE("perftest ib_write_bw -c UC", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-c", "UC", "-n", "2000"});
+}
+
+TEST_CASE("perftest ib_write_lat -I 128 (inline size)", "[provider][perftest]") {
+    run_pair("ib_write_lat", {"-I", "128"});
+}
+
+TEST_CASE("perftest ib_write_bw -l 16 (post lists)", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-l", "16", "-n", "2048"});
+}
+
+TEST_CASE("perftest ib_write_bw -Q 8 (CQ moderation)", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-Q", "8", "-n", "2000"});
+}
+
+TEST_CASE("perftest ib_write_bw --mr_per_qp -q 2", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"--mr_per_qp", "-q", "2", "-n", "2000"});
+}
+
+TEST_CASE("perftest ib_write_bw -s 1048576", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-s", "1048576", "-n", "300"});
+}
+
+TEST_CASE("perftest ib_write_bw -a (every size 2 B to 8 MiB)", "[provider][perftest]") {
+    run_pair("ib_write_bw", {"-a", "-n", "50"});
+}
+
+// ---- qperf ----------------------------------------------------------------------------------
+
+TEST_CASE("qperf rc_* tests against a qperf server", "[provider][qperf]") {
+    if (!tbv::test::have_program("qperf")) {
+        TBV_SKIP("qperf not installed (scripts/deps provider)");
+    }
+    const std::string cable = tbv::test::unique_name("pt-qperf-");
+    const std::string port = std::to_string(tbv::test::free_tcp_port());
+    const std::vector<std::string> env = {"LD_PRELOAD=" + tbv::test::preload_path(),
+                                          "TBV_EMU=" + cable, "TBV_LINK_WAIT_MS=30000"};
+    Proc server({"qperf", "-lp", port}, env);  // serves until killed (Proc's destructor)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    const std::vector<std::string> tests = {"rc_lat",
+                                            "rc_bw",
+                                            "rc_rdma_write_bw",
+                                            "rc_rdma_write_lat",
+                                            "rc_rdma_read_bw",
+                                            "rc_rdma_read_lat",
+                                            "rc_compare_swap_mr",
+                                            "rc_fetch_add_mr"};
+    std::vector<std::string> argv = {"qperf", "-lp", port, "-t", "1", "127.0.0.1"};
+    argv.insert(argv.end(), tests.begin(), tests.end());
+    Proc client(argv, env);
+    const ProcResult c = client.finish(std::chrono::seconds(120));
+    CHECK_OUT(c.status == 0, c.out);
+    CHECK_OUT(!contains(c.out, "failed"), c.out);
+    for (const auto& t : tests) {
+        CHECK_OUT(contains(c.out, t + ":\n"), c.out);
+    }
+    CHECK_OUT(contains(c.out, "latency  ="), c.out);
+    CHECK_OUT(contains(c.out, "bw  ="), c.out);
+    CHECK_OUT(contains(c.out, "msg_rate  ="), c.out);
+}

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "catch.hpp"
 #include "process.hpp"
@@ -88,22 +89,52 @@ TEST_CASE("ibv_devinfo -v shows tbv0 with IB attributes and its GID", "[provider
     CHECK_OUT(!contains(r.out, "port_lid:\t\t0\n"), r.out);
 }
 
-TEST_CASE("ibv_rc_pingpong: server and client over an emulated cable", "[provider][utils]") {
-    if (!tbv::test::have_program("ibv_rc_pingpong")) {
-        TBV_SKIP("ibv_rc_pingpong not installed (scripts/deps provider)");
+namespace {
+
+/// `prog args...` as server, then as client of 127.0.0.1, on a fresh cable: both must finish
+/// their 1000 iterations.
+void pingpong(const std::string& prog, const std::vector<std::string>& args) {
+    if (!tbv::test::have_program(prog)) {
+        TBV_SKIP("ibverbs-utils not installed (scripts/deps provider)");
     }
-    const std::string cable = tbv::test::unique_name("pt-rcpp-");
+    const std::string cable = tbv::test::unique_name("pt-pp-");
     const std::string port = std::to_string(tbv::test::free_tcp_port());
-    Proc server({"ibv_rc_pingpong", "-d", "tbv0", "-p", port}, env_for(cable));
+    std::vector<std::string> srv = {prog, "-d", "tbv0", "-p", port};
+    srv.insert(srv.end(), args.begin(), args.end());
+    std::vector<std::string> cli = srv;
+    cli.push_back("127.0.0.1");
+    Proc server(srv, env_for(cable));
     // The client connects over TCP as soon as its port is up: give the server a head start.
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    Proc client({"ibv_rc_pingpong", "-d", "tbv0", "-p", port, "127.0.0.1"}, env_for(cable));
+    Proc client(cli, env_for(cable));
     const ProcResult c = client.finish(kPair);
     const ProcResult s = server.finish(kPair);
     CHECK_OUT(c.status == 0, c.out);
     CHECK_OUT(s.status == 0, s.out);
     CHECK_OUT(contains(c.out, "1000 iters in"), c.out);
     CHECK_OUT(contains(s.out, "1000 iters in"), s.out);
+}
+
+}  // namespace
+
+TEST_CASE("ibv_rc_pingpong: server and client over an emulated cable", "[provider][utils]") {
+    pingpong("ibv_rc_pingpong", {});
+}
+
+TEST_CASE("ibv_rc_pingpong -e: completion channel events", "[provider][utils]") {
+    pingpong("ibv_rc_pingpong", {"-e"});
+}
+
+TEST_CASE("ibv_uc_pingpong", "[provider][utils]") {
+    pingpong("ibv_uc_pingpong", {});
+}
+
+TEST_CASE("ibv_srq_pingpong", "[provider][utils]") {
+    pingpong("ibv_srq_pingpong", {});
+}
+
+TEST_CASE("ibv_ud_pingpong", "[provider][utils]") {
+    pingpong("ibv_ud_pingpong", {});
 }
 
 TEST_CASE("tbv run -- ibv_devices: the provider preloaded by the tbv command",
