@@ -139,11 +139,11 @@ bool Context::port_active_waiting() {
     while (Clock::now() < end) {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
         if (c.port_active()) {
-            // A link that came up soon after we asked means the peer was there first and is
+            // A link that came up soon (2 s) after we asked means the peer was there first and is
             // probably waiting to accept our out-of-band connection only once it sees the link
             // too: give it a moment, or our connect() can beat its listen() (perftest and the
             // pingpong examples do not retry).
-            if (Clock::now() - t0 < std::chrono::seconds(1)) {
+            if (Clock::now() - t0 < std::chrono::seconds(2)) {
                 std::this_thread::sleep_for(
                     std::chrono::milliseconds(env_long("TBV_LINK_SETTLE_MS", 300)));
             }

@@ -473,7 +473,9 @@ int modify_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask) noexcept {
         if (auto r = q->ctx->core().modify_qp(*q->core, a, static_cast<std::uint32_t>(mask)); !r) {
             return to_errno(r.error());
         }
-        qp->state = static_cast<ibv_qp_state>(q->core->state());
+        if ((mask & IBV_QP_STATE) != 0) {
+            qp->state = attr->qp_state;
+        }
         return 0;
     });
 }
@@ -483,11 +485,23 @@ int query_qp(ibv_qp* qp, ibv_qp_attr* attr, int /*mask*/, ibv_qp_init_attr* init
         return EINVAL;
     }
     Qp* q = to_qp(qp);
-    // Answer every attribute (the mask only says which the caller needs). The core's attributes
-    // change only under modify_qp, on the application's own threads.
-    const verbs::QpAttr& a = q->core->attr();
+    // Answer every attribute (the mask only says which the caller needs). Read under the core's
+    // lock: progress (the service thread's too) may move the QP to an error state meanwhile.
+    verbs::QpAttr a;
+    verbs::QpState state = verbs::QpState::reset;
+    verbs::QpCaps caps;
+    guarded([&] {
+        q->ctx->core().for_each_qp([&](const verbs::Qp& x) {
+            if (&x == q->core) {
+                a = x.attr();
+                state = x.state();
+                caps = x.caps();
+            }
+        });
+        return 0;
+    });
     *attr = ibv_qp_attr{};
-    attr->qp_state = static_cast<ibv_qp_state>(q->core->state());
+    attr->qp_state = static_cast<ibv_qp_state>(state);
     attr->cur_qp_state = attr->qp_state;
     attr->path_mtu = static_cast<ibv_mtu>(a.path_mtu);
     attr->path_mig_state = static_cast<ibv_mig_state>(a.path_mig_state);
@@ -496,7 +510,7 @@ int query_qp(ibv_qp* qp, ibv_qp_attr* attr, int /*mask*/, ibv_qp_init_attr* init
     attr->sq_psn = a.sq_psn;
     attr->dest_qp_num = a.dest_qp_num;
     attr->qp_access_flags = static_cast<int>(a.qp_access_flags);
-    attr->cap = from_caps(q->core->caps());
+    attr->cap = from_caps(caps);
     attr->ah_attr = from_av(a.ah_attr);
     attr->pkey_index = a.pkey_index;
     attr->en_sqd_async_notify = a.en_sqd_async_notify;

@@ -59,8 +59,10 @@ void run_pair(const std::string& prog, const std::vector<std::string>& args) {
     std::vector<std::string> cli = srv;
     cli.push_back("127.0.0.1");
     Proc server(srv, env);
-    // perftest's client does not retry its TCP connect: the server goes first.
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // perftest's client does not retry its TCP connect: the server goes first, by more than the
+    // 2 s within which the provider counts a process as the second of a pair (it then lets the
+    // first one reach listen() before returning from the port query).
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
     Proc client(cli, env);
     const ProcResult c = client.finish(std::chrono::seconds(120));
     const ProcResult s = server.finish(std::chrono::seconds(30));

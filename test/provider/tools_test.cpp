@@ -104,8 +104,9 @@ void pingpong(const std::string& prog, const std::vector<std::string>& args) {
     std::vector<std::string> cli = srv;
     cli.push_back("127.0.0.1");
     Proc server(srv, env_for(cable));
-    // The client connects over TCP as soon as its port is up: give the server a head start.
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // The client connects over TCP as soon as its port is up: the server goes first, by more than
+    // the 2 s within which the provider counts a process as the second of a pair.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
     Proc client(cli, env_for(cable));
     const ProcResult c = client.finish(kPair);
     const ProcResult s = server.finish(kPair);
