@@ -5,7 +5,8 @@
 // so every provider outside its tree declares these itself. Names keep rdma-core's spelling so
 // they can be grepped in libibverbs/driver.h; docs/rdma-core/provider-abi.md §1 lists the layouts
 // and what libibverbs does with each member. Sizes and offsets are pinned below and in
-// test/provider/pabi34_layout_test.cpp (against the public <infiniband/verbs.h>).
+// test/provider/pabi34_layout_test.cpp (against the public <infiniband/verbs.h>, and against
+// <infiniband/driver.h> where a system installs it).
 //
 // Only layouts live here. The three private functions are bound at run time by version
 // (private_abi.hpp), so that a libibverbs with another private ABI is refused with a message
