@@ -25,8 +25,9 @@ namespace {
 
 /// One cable for the whole process: the provider reads TBV_EMU once.
 void use_cable() {
+    static const tbv::test::CableFile cable(tbv::test::unique_name("pt-api-"));  // gone at exit
     static const bool once = [] {
-        ::setenv("TBV_EMU", tbv::test::unique_name("pt-api-").c_str(), 1);
+        ::setenv("TBV_EMU", cable.name().c_str(), 1);
         ::setenv("TBV_LINK_WAIT_MS", "0", 1);
         return true;
     }();

@@ -50,7 +50,8 @@ void run_pair(const std::string& prog, const std::vector<std::string>& args) {
     if (!tbv::test::have_program(prog)) {
         TBV_SKIP("perftest not installed (scripts/deps provider)");
     }
-    const std::string cable = tbv::test::unique_name("pt-perf-");
+    const tbv::test::CableFile cable_file(tbv::test::unique_name("pt-perf-"));
+    const std::string& cable = cable_file.name();
     const std::string port = std::to_string(tbv::test::free_tcp_port());
     const std::vector<std::string> env = {"LD_PRELOAD=" + tbv::test::preload_path(),
                                           "TBV_EMU=" + cable, "TBV_LINK_WAIT_MS=30000"};
@@ -158,7 +159,8 @@ TEST_CASE("qperf rc_* tests against a qperf server", "[provider][qperf]") {
     if (!tbv::test::have_program("qperf")) {
         TBV_SKIP("qperf not installed (scripts/deps provider)");
     }
-    const std::string cable = tbv::test::unique_name("pt-qperf-");
+    const tbv::test::CableFile cable_file(tbv::test::unique_name("pt-qperf-"));
+    const std::string& cable = cable_file.name();
     const std::string port = std::to_string(tbv::test::free_tcp_port());
     const std::vector<std::string> env = {"LD_PRELOAD=" + tbv::test::preload_path(),
                                           "TBV_EMU=" + cable, "TBV_LINK_WAIT_MS=30000"};

@@ -143,4 +143,8 @@ int free_tcp_port() {
     return port;
 }
 
+CableFile::~CableFile() {
+    ::unlink(("/dev/shm/tbv-cable-" + name_).c_str());
+}
+
 }  // namespace tbv::test

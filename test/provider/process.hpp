@@ -42,4 +42,18 @@ std::string unique_name(const std::string& prefix);
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 int free_tcp_port();
 
+/// Removes a shared-memory cable's file when a test is done with it (a process that was killed,
+/// or two ends that closed at the same moment, can leave it behind).
+class CableFile {
+public:
+    explicit CableFile(std::string name) : name_(std::move(name)) {}
+    ~CableFile();
+    CableFile(const CableFile&) = delete;
+    CableFile& operator=(const CableFile&) = delete;
+    const std::string& name() const noexcept { return name_; }
+
+private:
+    std::string name_;
+};
+
 }  // namespace tbv::test

@@ -74,7 +74,8 @@ TEST_CASE("ibv_devinfo -v shows tbv0 with IB attributes and its GID", "[provider
     if (!tbv::test::have_program("ibv_devinfo")) {
         TBV_SKIP("ibv_devinfo not installed (scripts/deps provider)");
     }
-    auto env = env_for(tbv::test::unique_name("pt-devinfo-"));
+    const tbv::test::CableFile cable(tbv::test::unique_name("pt-devinfo-"));
+    auto env = env_for(cable.name());
     env.back() = "TBV_LINK_WAIT_MS=0";  // no peer: report the port as it is, at once
     Proc p({"ibv_devinfo", "-v"}, env);
     const ProcResult r = p.finish(kShort);
@@ -97,7 +98,8 @@ void pingpong(const std::string& prog, const std::vector<std::string>& args) {
     if (!tbv::test::have_program(prog)) {
         TBV_SKIP("ibverbs-utils not installed (scripts/deps provider)");
     }
-    const std::string cable = tbv::test::unique_name("pt-pp-");
+    const tbv::test::CableFile cable_file(tbv::test::unique_name("pt-pp-"));
+    const std::string& cable = cable_file.name();
     const std::string port = std::to_string(tbv::test::free_tcp_port());
     std::vector<std::string> srv = {prog, "-d", "tbv0", "-p", port};
     srv.insert(srv.end(), args.begin(), args.end());
@@ -144,7 +146,8 @@ TEST_CASE("tbv run -- ibv_devices: the provider preloaded by the tbv command",
     if (tbv == nullptr || !tbv::test::have_program("ibv_devices")) {
         TBV_SKIP("TBV_BIN unset or ibv_devices not installed");
     }
-    const std::string cable = tbv::test::unique_name("pt-run-");
+    const tbv::test::CableFile cable_file(tbv::test::unique_name("pt-run-"));
+    const std::string& cable = cable_file.name();
     // No LD_PRELOAD of ours in its environment: tbv run sets it.
     Proc p({"env", "-u", "LD_PRELOAD", "-u", "TBV_EMU", tbv, "run", "--emu", cable, "--",
             "ibv_devices"},
