@@ -2,6 +2,7 @@
 // Unmodified ibverbs-utils programs with the interposer preloaded (what `tbv run` does): the
 // device list, the device attributes, and ibv_rc_pingpong as two processes, each an emulated host
 // on its end of one shared-memory cable, exchanging addresses over loopback TCP.
+#include <cerrno>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -158,4 +159,24 @@ TEST_CASE("tbv run -- ibv_devices: the provider preloaded by the tbv command",
     Proc missing({tbv, "run", "--", "tbv-no-such-program"}, {});
     const ProcResult m = missing.finish(kShort);
     CHECK_OUT(m.status == 127, m.out);
+}
+
+TEST_CASE("a libibverbs with another private ABI is refused, not loaded into", "[.refusal]") {
+    const char* probe = std::getenv("TBV_REFUSAL_PROBE");
+    const char* stub_dir = std::getenv("TBV_STUB57_DIR");
+    REQUIRE(probe != nullptr);
+    REQUIRE(stub_dir != nullptr);
+    // The stand-in libibverbs.so.1 (IBVERBS_PRIVATE_57 only) comes first in the library path.
+    Proc p({probe}, {std::string("LD_LIBRARY_PATH=") + stub_dir, "TBV_EMU=pt-refused"});
+    const ProcResult r = p.finish(kShort);
+    CHECK_OUT(r.status == 0, r.out);
+    CHECK_OUT(contains(r.out, "refused errno=" + std::to_string(EPROTONOSUPPORT)), r.out);
+    CHECK_OUT(contains(r.out, "private provider ABI IBVERBS_PRIVATE_57"), r.out);
+    CHECK_OUT(contains(r.out, "built for IBVERBS_PRIVATE_34"), r.out);
+    // TBV_QUIET silences the message, not the refusal.
+    Proc q({probe},
+           {std::string("LD_LIBRARY_PATH=") + stub_dir, "TBV_EMU=pt-refused", "TBV_QUIET=1"});
+    const ProcResult rq = q.finish(kShort);
+    CHECK_OUT(contains(rq.out, "refused errno="), rq.out);
+    CHECK_OUT(!contains(rq.out, "IBVERBS_PRIVATE_57"), rq.out);
 }
