@@ -2,11 +2,13 @@
 // Cable: an in-process USB4 cable between USB4 port `a_port` of router A and `b_port` of router B,
 // lane 0 to lane 0 and lane 1 to lane 1 (ref §12.5). Delivery is direct: a packet sent by one
 // router is handed to the other in the sender's thread. Thread safe: the two hosts may be driven
-// from two threads.
+// from two threads. A batch of data frames (CableEnd::send_batch) takes the cable's lock once.
 //
 // Fault injection: drop / duplicate / corrupt probabilities for control packets and data frames
 // (seeded RNG, so a failing run can be repeated), plug/unplug, and unplug_for() which plugs back
-// in when the cable's clock passes the deadline (checked when either router polls). Corrupting a
+// in when the cable's clock passes the deadline (checked when either router polls). The scheduled
+// unplug of FaultConfig pulls a plugged cable only: one unplugged by hand when it comes due stays
+// unplugged (the schedule is used up). Corrupting a
 // control packet flips a bit, so the receiving router's CRC check drops it; corrupting a data
 // frame flips a bit and sets the crc_error flag, which the receiving NHI reports as CRC_ERROR.
 // FaultConfig (faults.hpp) also comes from TBV_EMU_FAULTS, applied by EmuHost::connect.
@@ -18,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <span>
 
 #include "emu/clock.hpp"
 #include "emu/faults.hpp"
@@ -62,6 +65,7 @@ private:
         End(Cable& c, unsigned side) : cable_(c), side_(side) {}
         void bind(CableSink* sink, unsigned port) noexcept override;
         void send(const WirePacket& p) noexcept override;
+        void send_batch(std::span<const WirePacket> ps) noexcept override;
         bool peer_present() const noexcept override { return cable_.plugged(); }
         void poll() noexcept override { cable_.check_replug(); }
 
@@ -74,6 +78,9 @@ private:
     };
 
     void carry(unsigned from_side, const WirePacket& p) noexcept;
+    /// A batch: one lock for the plug state and the counters, one cable_receive_batch. With
+    /// drop/dup/corrupt active, packet by packet through carry() (same RNG sequence).
+    void carry_batch(unsigned from_side, std::span<const WirePacket> ps) noexcept;
     void notify() noexcept;
     void check_replug() noexcept;
 
@@ -85,11 +92,14 @@ private:
     std::atomic<bool> plugged_{false};
     std::atomic<bool> replug_pending_{false};
     std::atomic<Clock::Duration::rep> replug_at_{0};
+    /// A scheduled unplug is configured and has not happened (written under mu_): polls that
+    /// find it false skip the lock.
+    std::atomic<bool> schedule_armed_{false};
 
     mutable std::mutex mu_;  ///< leaf: faults, RNG, stats
     FaultInjector faults_;
     bool unplug_done_ = false;                   ///< the scheduled unplug has happened
-    std::optional<Clock::Duration> plugged_at_;  ///< first plug, for FaultConfig::unplug_after
+    std::optional<Clock::Duration> plugged_at_;  ///< first plug() (FaultConfig::unplug_after)
     CableStats stats_{};
 };
 

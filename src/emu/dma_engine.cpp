@@ -8,12 +8,23 @@
 // ordered after it; ctl is still loaded with acquire, pairing with a driver's release store. On
 // completion the engine writes the data, then hw::dma_wmb(), then the ctl word with a release store
 // through std::atomic_ref: a driver that loads ctl with acquire and sees DONE also sees the data.
+//
+// Batching: the TX engine works through a doorbell kTxBatch descriptors at a time. It reads the
+// descriptors and copies their frames into the ring's staging buffer under one IOMMU access, hands
+// the batch to the fabric with no IOMMU lock held (the fabric may run another NHI's RX engine),
+// then writes DONE back for the batch in ring order under a second access. receive_batch() takes
+// the RX ring's lock and one IOMMU access for a whole batch. Per frame the model does what it did
+// frame by frame; what a driver can observe differs only in timing (a frame's DONE is written
+// after the rest of its batch has left, as a prefetching DMA engine would), and in one error case:
+// when the write-back of a descriptor faults, the later frames of its batch have already left.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <optional>
 
+#include "emu/batch.hpp"
 #include "emu/dma_copy.hpp"
 #include "emu/nhi.hpp"
 #include "hw/barrier.hpp"
@@ -39,28 +50,29 @@ struct Desc {
 };
 
 /// Reads the descriptor at `at` (device read access), or nullopt on an IOMMU fault.
-std::optional<Desc> read_desc(const Iommu& mmu, hw::Iova at) noexcept {
-    Desc d{};
-    const bool ok = mmu.with_range(at, kDescSize, hw::DmaAccess::read, [&](std::byte* p) {
-        d.ctl = util::le32_to_cpu(ctl_word(p).load(std::memory_order_acquire));
-        std::uint64_t phys;
-        std::memcpy(&phys, p + offsetof(RingDesc, phys), sizeof phys);
-        d.phys = util::le64_to_cpu(phys);
-    });
-    if (!ok) {
+std::optional<Desc> read_desc(const Iommu::Access& io, hw::Iova at) noexcept {
+    std::byte* const p = io.translate(at, kDescSize, hw::DmaAccess::read);
+    if (p == nullptr) {
         return std::nullopt;
     }
+    Desc d{};
+    d.ctl = util::le32_to_cpu(ctl_word(p).load(std::memory_order_acquire));
+    std::uint64_t phys;
+    std::memcpy(&phys, p + offsetof(RingDesc, phys), sizeof phys);
+    d.phys = util::le64_to_cpu(phys);
     return d;
 }
 
 /// Completes a descriptor: only its ctl dword is written (device write access).
-bool write_back(const Iommu& mmu, hw::Iova at, std::uint32_t ctl) noexcept {
-    return mmu.with_range(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write,
-                          [&](std::byte* p) {
-                              hw::dma_wmb();  // frame data before the DONE it is announced by
-                              std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p))
-                                  .store(util::cpu_to_le32(ctl), std::memory_order_release);
-                          });
+bool write_back(const Iommu::Access& io, hw::Iova at, std::uint32_t ctl) noexcept {
+    std::byte* const p = io.translate(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write);
+    if (p == nullptr) {
+        return false;
+    }
+    hw::dma_wmb();  // frame data before the DONE it is announced by
+    std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(p))
+        .store(util::cpu_to_le32(ctl), std::memory_order_release);
+    return true;
 }
 
 constexpr bool pdf_in(std::uint16_t mask, unsigned pdf) noexcept {
@@ -86,61 +98,113 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
         return;
     }
     Fabric* const fabric = fabric_.load(std::memory_order_acquire);
+    // Why a batch ended before kTxBatch descriptors or the producer index.
+    enum class Stop : std::uint8_t { none, gone, no_bus_master, unposted, fault };
+    struct Slot {
+        hw::Iova at;        ///< descriptor
+        std::uint32_t ctl;  ///< as read
+    };
+    std::array<Slot, kTxBatch> slots;
+    BatchBuffer<FrameView, kTxBatch> frames;
     while (r.regs.hw_index() != prod) {
-        if (gone_.load(std::memory_order_acquire)) {
-            return;
+        // 1. Up to kTxBatch posted descriptors and their frames, read under one IOMMU access.
+        unsigned n = 0;  // descriptors to complete; frames: what leaves (a raw oversize descriptor
+                         // completes but sends nothing)
+        frames.clear();
+        std::uint64_t bytes = 0;
+        Stop stop = Stop::none;
+        IommuFault fault{};
+        {
+            const Iommu::Access io(iommu_);
+            std::uint32_t idx = r.regs.hw_index();
+            while (n < kTxBatch && idx != prod) {
+                if (gone_.load(std::memory_order_acquire)) {
+                    stop = Stop::gone;
+                    break;
+                }
+                if (!bus_master_.load(std::memory_order_acquire)) {
+                    stop = Stop::no_bus_master;  // ref §12.1: no DMA without bus mastering
+                    break;
+                }
+                const hw::Iova at = cfg.base + hw::Iova{idx} * kDescSize;
+                const std::optional<Desc> d = read_desc(io, at);
+                if (!d) {
+                    stop = Stop::fault;
+                    fault = {at, kDescSize, hw::DmaAccess::read, true, ring};
+                    break;
+                }
+                if (DESC_POSTED::get(d->ctl) == 0) {
+                    stop = Stop::unposted;  // ref §12.3: POSTED is required
+                    break;
+                }
+                const std::size_t len = desc_length_bytes(d->ctl);
+                if (cfg.raw && len > kRawFrameSize) {
+                    // ref §3: a raw descriptor is one USB4 packet, at most 256 bytes incl. CRC.
+                    // The descriptor completes (the ring must not wedge) but nothing leaves.
+                    ctr_.add<&NhiCounters::tx_raw_oversize_drops>();
+                } else {
+                    const std::byte* const src = io.translate(d->phys, len, hw::DmaAccess::read);
+                    if (src == nullptr) {
+                        stop = Stop::fault;
+                        fault = {d->phys, len, hw::DmaAccess::read, true, ring};
+                        break;
+                    }
+                    std::byte* const staging = r.staging.get() + frames.size() * kMaxFrameSize;
+                    dma_copy(staging, src, len);
+                    frames.push(FrameView{DESC_SOF_PDF::get(d->ctl), DESC_EOF_PDF::get(d->ctl),
+                                          std::span<const std::byte>(staging, len), false});
+                    bytes += len;
+                }
+                slots[n++] = Slot{at, d->ctl};
+                idx = idx + 1 == cfg.count ? 0 : idx + 1;
+            }
         }
-        if (!bus_master_.load(std::memory_order_acquire)) {
-            // ref §12.1: no DMA without bus mastering. Remember the doorbell for poll().
-            r.kick_pending = true;
-            kicks_pending_.fetch_add(1, std::memory_order_relaxed);
-            ctr_.add<&NhiCounters::tx_bus_master_stalls>();
-            return;
+        // 2. The frames leave, with no IOMMU lock held: the fabric may run another NHI's RX
+        // engine, which takes that NHI's IOMMU.
+        if (!frames.empty()) {
+            if (fabric != nullptr) {
+                fabric->transmit_batch(*this, ring, frames.span());
+                ctr_.add<&NhiCounters::tx_frames>(frames.size());
+                ctr_.add<&NhiCounters::tx_bytes>(bytes);
+            } else {
+                // No cable: the frames go nowhere.
+                ctr_.add<&NhiCounters::tx_no_fabric_drops>(frames.size());
+            }
         }
-        const hw::Iova at = cfg.base + hw::Iova{r.regs.hw_index()} * kDescSize;
-        const std::optional<Desc> d = read_desc(iommu_, at);
-        if (!d) {
-            record_fault(at, kDescSize, hw::DmaAccess::read, true, ring);
-            r.regs.halt();
-            return;
+        // 3. ref §12.3: write back DONE keeping the other bits, in ring order.
+        {
+            const Iommu::Access io(iommu_);
+            for (unsigned i = 0; i < n; ++i) {
+                if (!write_back(io, slots[i].at, DESC_DONE::set(slots[i].ctl, 1))) {
+                    stop = Stop::fault;
+                    fault = {slots[i].at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write,
+                             true, ring};
+                    break;
+                }
+                r.regs.advance_hw();
+                if (DESC_INTERRUPT::get(slots[i].ctl) != 0) {
+                    irq_.raise(IrqKind::tx, ring);
+                }
+            }
         }
-        if (DESC_POSTED::get(d->ctl) == 0) {
-            // ref §12.3: POSTED is required. Stop here; the next doorbell retries this slot.
-            ctr_.add<&NhiCounters::tx_unposted_stops>();
-            return;
-        }
-        const std::size_t len = desc_length_bytes(d->ctl);
-        if (cfg.raw && len > kRawFrameSize) {
-            // ref §3: a raw descriptor is one USB4 packet, at most 256 bytes incl. CRC. The
-            // descriptor completes (the ring must not wedge) but nothing leaves the NHI.
-            ctr_.add<&NhiCounters::tx_raw_oversize_drops>();
-        } else {
-            std::byte* const staging = r.staging.get();
-            if (!iommu_.with_range(d->phys, len, hw::DmaAccess::read,
-                                   [&](std::byte* p) { dma_copy(staging, p, len); })) {
-                record_fault(d->phys, len, hw::DmaAccess::read, true, ring);
+        // 4. Whatever ended the batch early.
+        switch (stop) {
+            case Stop::none: break;
+            case Stop::gone: return;
+            case Stop::no_bus_master:
+                // Remember the doorbell for poll().
+                r.kick_pending = true;
+                kicks_pending_.fetch_add(1, std::memory_order_relaxed);
+                ctr_.add<&NhiCounters::tx_bus_master_stalls>();
+                return;
+            case Stop::unposted:
+                // The next doorbell retries this slot.
+                ctr_.add<&NhiCounters::tx_unposted_stops>();
+                return;
+            case Stop::fault:
+                record_fault(fault.iova, fault.len, fault.access, true, ring);
                 r.regs.halt();
                 return;
-            }
-            if (fabric != nullptr) {
-                const FrameView frame{DESC_SOF_PDF::get(d->ctl), DESC_EOF_PDF::get(d->ctl),
-                                      std::span<const std::byte>(staging, len), false};
-                fabric->transmit(*this, ring, frame);
-                ctr_.add<&NhiCounters::tx_frames>();
-                ctr_.add<&NhiCounters::tx_bytes>(len);
-            } else {
-                ctr_.add<&NhiCounters::tx_no_fabric_drops>();  // no cable: the frame goes nowhere
-            }
-        }
-        // ref §12.3: write back DONE keeping the other bits.
-        if (!write_back(iommu_, at, DESC_DONE::set(d->ctl, 1))) {
-            record_fault(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write, true, ring);
-            r.regs.halt();
-            return;
-        }
-        r.regs.advance_hw();
-        if (DESC_INTERRUPT::get(d->ctl) != 0) {
-            irq_.raise(IrqKind::tx, ring);
         }
     }
 }
@@ -154,6 +218,30 @@ RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
     }
     RxRingState& r = rx_[ring];
     std::lock_guard lk(r.mu);
+    const Iommu::Access io(iommu_);
+    return receive_locked(ring, r, io, f);
+}
+
+unsigned EmuNhi::receive_batch(unsigned ring, std::span<const FrameView> frames) noexcept {
+    if (frames.empty()) {
+        return 0;
+    }
+    if (ring >= hop_count_) {
+        ctr_.add<&NhiCounters::rx_disabled_drops>(frames.size());
+        return 0;
+    }
+    RxRingState& r = rx_[ring];
+    std::lock_guard lk(r.mu);
+    const Iommu::Access io(iommu_);
+    unsigned delivered = 0;
+    for (const FrameView& f : frames) {
+        delivered += receive_locked(ring, r, io, f) == RxResult::delivered ? 1u : 0u;
+    }
+    return delivered;
+}
+
+RxResult EmuNhi::receive_locked(unsigned ring, RxRingState& r, const Iommu::Access& io,
+                                const FrameView& f) noexcept {
     if (gone_.load(std::memory_order_acquire) || !r.regs.running()) {
         ctr_.add<&NhiCounters::rx_disabled_drops>();
         return RxResult::ring_disabled;
@@ -180,12 +268,14 @@ RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
         irq_.raise(IrqKind::rx_overflow, ring);
         return RxResult::no_descriptor;
     };
+    // The driver's latest refill (acquire: the descriptors it published come with it).
+    r.regs.set_sw_index(r.sw_index.load(std::memory_order_acquire));
     const std::uint32_t prod = r.regs.sw_index();
     if (prod >= cfg.count || r.regs.hw_index() == prod) {
         return overflow();
     }
     const hw::Iova at = cfg.base + hw::Iova{r.regs.hw_index()} * kDescSize;
-    const std::optional<Desc> d = read_desc(iommu_, at);
+    const std::optional<Desc> d = read_desc(io, at);
     if (!d) {
         record_fault(at, kDescSize, hw::DmaAccess::read, false, ring);
         r.regs.halt();
@@ -198,12 +288,13 @@ RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
     const std::size_t cap = std::min<std::size_t>(cfg.buf_size, kMaxFrameSize);
     const std::size_t n = std::min(f.data.size(), cap);
     const bool overrun = f.data.size() > n;
-    if (!iommu_.with_range(d->phys, n, hw::DmaAccess::write,
-                           [&](std::byte* p) { dma_copy(p, f.data.data(), n); })) {
+    std::byte* const dst = io.translate(d->phys, n, hw::DmaAccess::write);
+    if (dst == nullptr) {
         record_fault(d->phys, n, hw::DmaAccess::write, false, ring);
         r.regs.halt();
         return RxResult::dma_fault;
     }
+    dma_copy(dst, f.data.data(), n);
 
     // ref §12.3 RX write-back: length (4096 ⇒ 0 through the 12-bit field), PDFs (raw: SOF 0,
     // EOF = PDF), DONE, INTERRUPT as posted, and bit 22 cleared unless it reports an overrun.
@@ -220,7 +311,7 @@ RxResult EmuNhi::receive(unsigned ring, const FrameView& f) noexcept {
         ctl |= DESC_BUFFER_OVERRUN::make(1);
         ctr_.add<&NhiCounters::rx_overruns>();
     }
-    if (!write_back(iommu_, at, ctl)) {
+    if (!write_back(io, at, ctl)) {
         record_fault(at + kCtlOffset, sizeof(std::uint32_t), hw::DmaAccess::write, false, ring);
         r.regs.halt();
         return RxResult::dma_fault;

@@ -46,6 +46,16 @@ public:
     /// (that could re-enter the locked TX ring) and should not block.
     virtual void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept = 0;
 
+    /// Several frames of one TX ring, in ring order: what the TX engine read for one doorbell
+    /// (up to kTxBatch at a time). Same rules as transmit(). A fabric overrides it to take its
+    /// locks once per batch instead of once per frame; the default sends them one by one.
+    virtual void transmit_batch(EmuNhi& from, unsigned ring,
+                                std::span<const FrameView> frames) noexcept {
+        for (const FrameView& f : frames) {
+            transmit(from, ring, f);
+        }
+    }
+
     /// Called from `from.poll()` (every driver ring poll) with no NHI lock held: the fabric's
     /// chance to run timed work (link training, event re-sends) and to take in frames that
     /// arrived from outside (a shared-memory cable). Same rules as transmit(); may call
@@ -76,6 +86,9 @@ public:
     Stats stats() const noexcept;
 
     void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept override;
+    /// One EmuNhi::receive_batch() for the batch unless drop_next/corrupt_next are pending.
+    void transmit_batch(EmuNhi& from, unsigned ring,
+                        std::span<const FrameView> frames) noexcept override;
 
 private:
     static bool take_one(std::atomic<unsigned>& budget) noexcept;

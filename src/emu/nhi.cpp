@@ -87,9 +87,10 @@ std::uint32_t EmuNhi::read32(std::uint32_t offset) noexcept {
             const RingRegs& regs = tx_[rr->ring].regs;
             return rr->options ? regs.read_options(rr->off) : regs.read_ring(rr->off);
         }
-        std::lock_guard lk(rx_[rr->ring].mu);
-        const RingRegs& regs = rx_[rr->ring].regs;
-        return rr->options ? regs.read_options(rr->off) : regs.read_ring(rr->off);
+        RxRingState& r = rx_[rr->ring];
+        std::lock_guard lk(r.mu);
+        r.regs.set_sw_index(r.sw_index.load(std::memory_order_acquire));
+        return rr->options ? r.regs.read_options(rr->off) : r.regs.read_ring(rr->off);
     }
     if (auto v = irq_.read(offset)) {
         return *v;
@@ -145,6 +146,11 @@ void EmuNhi::write_tx_ring(unsigned ring, std::uint32_t off, std::uint32_t value
 void EmuNhi::write_rx_ring(unsigned ring, std::uint32_t off, std::uint32_t value,
                            bool options) noexcept {
     RxRingState& r = rx_[ring];
+    if (!options && off == RING_INDEX) {
+        // ref §2.2: only the software half is writable. No lock (RxRingState::sw_index).
+        r.sw_index.store(RX_INDEX_SW_PROD::get(value), std::memory_order_release);
+        return;
+    }
     std::lock_guard lk(r.mu);
     // RX index writes only publish buffers: the engine runs when a frame arrives (receive()).
     const RingEvent ev = options ? r.regs.write_options(off, value) : r.regs.write_ring(off, value);
@@ -221,6 +227,7 @@ void EmuNhi::power_on_registers() noexcept {
     for (unsigned i = 0; i < hop_count_; ++i) {
         std::lock_guard lk(rx_[i].mu);
         rx_[i].regs.power_on();
+        rx_[i].sw_index.store(0, std::memory_order_release);
     }
     irq_.power_on();
     std::lock_guard lk(misc_mu_);

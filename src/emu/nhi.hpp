@@ -9,9 +9,15 @@
 // off, inside poll(). The RX engine runs inside receive(), i.e. in the thread of whoever sends the
 // frame. The only helper thread delivers MSI-X messages that throttling held back; it blocks.
 //
-// Locking: per-ring mutexes (TX ring, RX ring) and a leaf mutex for interrupt state. Order:
-// TX ring → (a peer's) RX ring → IOMMU (shared) / interrupts. A doorbell on A may run B's RX engine
-// in A's thread; A→B and B→A at once take disjoint locks and cannot deadlock.
+// Locking: per-ring mutexes (TX ring, RX ring) and leaf mutexes for interrupt state and fault
+// records. Order: TX ring → (a peer's) RX ring → IOMMU (shared) → interrupts / fault records. A
+// doorbell on A may run B's RX engine in A's thread; A→B and B→A at once take disjoint locks and
+// cannot deadlock. The TX engine never holds its IOMMU while the fabric runs.
+//
+// Batching (dma_engine.cpp): a doorbell's descriptors go through the engine kTxBatch at a time,
+// with the IOMMU taken once to read a batch and once to complete it, and the batch reaches the
+// fabric in one Fabric::transmit_batch call; receive_batch() takes the RX ring and the IOMMU once
+// per batch.
 //
 // Descriptor ctl words are read with acquire and written back with release through
 // std::atomic_ref, after the data they describe (ref §12.3 "Ordering").
@@ -28,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -85,6 +92,10 @@ public:
     Fabric* fabric() const noexcept { return fabric_.load(std::memory_order_acquire); }
     /// Delivers a frame into RX ring `ring` (ref §12.3 RX). Called by a fabric, from any thread.
     RxResult receive(unsigned ring, const FrameView& f) noexcept;
+    /// Delivers frames into RX ring `ring` in order, each exactly as receive() would, with the
+    /// ring's lock and the IOMMU taken once for the batch. Returns how many were delivered; the
+    /// others are counted by reason in the counters, as receive() counts them.
+    unsigned receive_batch(unsigned ring, std::span<const FrameView> frames) noexcept;
 
     // ---- fault injection and inspection ----
     /// The function left the bus: every read returns all-ones, writes are ignored, no DMA and no
@@ -115,6 +126,8 @@ private:
 
     // DMA engine (dma_engine.cpp). *_locked: the ring's mutex is held.
     void run_tx_locked(unsigned ring, TxRingState& r) noexcept;
+    RxResult receive_locked(unsigned ring, RxRingState& r, const Iommu::Access& io,
+                            const FrameView& f) noexcept;
     void record_fault(hw::Iova iova, std::size_t len, hw::DmaAccess access, bool tx,
                       unsigned ring) noexcept;
 

@@ -73,4 +73,17 @@ void PairFabric::transmit(EmuNhi& from, unsigned ring, const FrameView& frame) n
     (res == RxResult::delivered ? delivered_ : refused_).fetch_add(1, std::memory_order_relaxed);
 }
 
+void PairFabric::transmit_batch(EmuNhi& from, unsigned ring,
+                                std::span<const FrameView> frames) noexcept {
+    if (drop_budget_.load(std::memory_order_relaxed) != 0 ||
+        corrupt_budget_.load(std::memory_order_relaxed) != 0) {
+        Fabric::transmit_batch(from, ring, frames);  // frame by frame: the budgets count frames
+        return;
+    }
+    EmuNhi& to = &from == &a_ ? b_ : a_;
+    const unsigned n = to.receive_batch(ring, frames);
+    delivered_.fetch_add(n, std::memory_order_relaxed);
+    refused_.fetch_add(frames.size() - n, std::memory_order_relaxed);
+}
+
 }  // namespace tbv::emu

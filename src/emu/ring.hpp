@@ -6,6 +6,7 @@
 // Not thread safe: the owner (EmuNhi) holds the ring's mutex around every call.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -57,6 +58,8 @@ public:
     const RingConfig& config() const noexcept { return cfg_; }
     /// Index half software writes (TX producer, RX first slot not given to hardware).
     std::uint32_t sw_index() const noexcept { return sw_index_; }
+    /// RX: the producer index written without the ring lock (RxRingState::sw_index).
+    void set_sw_index(std::uint32_t v) noexcept { sw_index_ = v; }
     /// Index half hardware owns (next descriptor the engine will use).
     std::uint32_t hw_index() const noexcept { return hw_index_; }
     void advance_hw() noexcept { hw_index_ = hw_index_ + 1 == cfg_.count ? 0 : hw_index_ + 1; }
@@ -82,20 +85,31 @@ private:
     bool halted_ = false;
 };
 
+/// Descriptors the TX engine reads, sends and completes together (dma_engine.cpp).
+inline constexpr unsigned kTxBatch = 32;
+
 /// One TX ring of the model: its lock, registers, and the frame staging buffer. The buffer is
-/// where the engine reads a frame before handing it to the fabric, so no IOMMU lock is held across
-/// the call into another NHI; allocated once, so no allocation happens per frame.
+/// where the engine reads a batch of frames before handing it to the fabric, so no IOMMU lock is
+/// held across the call into another NHI; allocated once, so no allocation happens per frame
+/// (default-initialised: pages of a ring that never sends are never touched).
 struct alignas(64) TxRingState {
     std::mutex mu;
     RingRegs regs{RingDir::tx};
     bool kick_pending = false;  ///< doorbell arrived while bus mastering was off: poll() runs it
-    std::unique_ptr<std::byte[]> staging = std::make_unique<std::byte[]>(hw::nhi::kMaxFrameSize);
+    std::unique_ptr<std::byte[]> staging{
+        new std::byte[std::size_t{kTxBatch} * hw::nhi::kMaxFrameSize]};
 };
 
 /// One RX ring of the model.
 struct alignas(64) RxRingState {
     std::mutex mu;
     RingRegs regs{RingDir::rx};
+    /// The RX producer index as the driver last wrote it (ref §2.2), stored without `mu`: the
+    /// refill doorbell never waits for a batch the RX engine writes in another thread (with the
+    /// lock, nearly every such meeting was a futex sleep and wake-up). A release store after the
+    /// driver's descriptor writes, an acquire load by the engine, which copies it into `regs`
+    /// under `mu` before it uses it (and so does a read of the register).
+    std::atomic<std::uint32_t> sw_index{0};
 };
 
 }  // namespace tbv::emu

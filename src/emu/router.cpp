@@ -52,17 +52,26 @@ Router::~Router() {
 void Router::transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept {
     (void)from;
     if (ring != 0) {
-        data_from_nhi(ring, frame);
+        data_from_nhi(ring, std::span<const FrameView>(&frame, 1));
         return;
     }
     Outbox out;
     {
-        std::lock_guard lk(mu_);
+        TimedLock lk(*this);
         const Time t = now();
         advance(t, out);  // a doorbell is an interaction: let time-based state catch up first
         control_from_nhi(frame, t, out);
     }
     flush(out);
+}
+
+void Router::transmit_batch(EmuNhi& from, unsigned ring,
+                            std::span<const FrameView> frames) noexcept {
+    if (ring == 0) {
+        Fabric::transmit_batch(from, ring, frames);  // control packets, one by one
+        return;
+    }
+    data_from_nhi(ring, frames);
 }
 
 void Router::poll(EmuNhi& from) noexcept {
@@ -71,30 +80,36 @@ void Router::poll(EmuNhi& from) noexcept {
 }
 
 void Router::poll() noexcept {
-    std::array<CableEnd*, 2> ends{};
-    Outbox out;
-    {
-        std::lock_guard lk(mu_);
-        advance(now(), out);
-        for (unsigned p = 0; p < ports_.size(); ++p) {
-            ends[p] = ports_[p].end;
+    const Time t = now();
+    if (t.count() >= due_hint_.load(std::memory_order_acquire)) {
+        Outbox out;
+        {
+            TimedLock lk(*this);
+            advance(t, out);
+        }
+        flush(out);
+    }
+    for (const auto& e : ends_hint_) {
+        if (CableEnd* const end = e.load(std::memory_order_acquire)) {
+            end->poll();
         }
     }
-    flush(out);
-    for (CableEnd* e : ends) {
-        if (e != nullptr) {
-            e->poll();
-        }
+}
+
+void Router::publish_locked() noexcept {
+    due_hint_.store(next_due_.count(), std::memory_order_release);
+    for (unsigned p = 0; p < ports_.size(); ++p) {
+        ends_hint_[p].store(ports_[p].end, std::memory_order_release);
     }
 }
 
 void Router::cable_receive(unsigned port, const WirePacket& p) noexcept {
     switch (p.kind) {
-        case WireKind::data: data_from_cable(port, p); return;
+        case WireKind::data: data_from_cable(port, std::span<const WirePacket>(&p, 1)); return;
         case WireKind::control: {
             Outbox out;
             {
-                std::lock_guard lk(mu_);
+                TimedLock lk(*this);
                 advance(now(), out);
                 control_from_cable(port, p, out);
             }
@@ -104,7 +119,7 @@ void Router::cable_receive(unsigned port, const WirePacket& p) noexcept {
         case WireKind::status: {
             Outbox out;
             {
-                std::lock_guard lk(mu_);
+                TimedLock lk(*this);
                 if (port < ports_.size()) {
                     const Time t = now();
                     advance(t, out);  // our own training may be due: answer with it
@@ -118,10 +133,26 @@ void Router::cable_receive(unsigned port, const WirePacket& p) noexcept {
     }
 }
 
+void Router::cable_receive_batch(unsigned port, std::span<const WirePacket> ps) noexcept {
+    while (!ps.empty()) {
+        std::size_t n = 0;
+        while (n < ps.size() && ps[n].kind == WireKind::data) {
+            ++n;
+        }
+        if (n == 0) {
+            cable_receive(port, ps.front());  // control and link status: one by one
+            n = 1;
+        } else {
+            data_from_cable(port, ps.first(n));
+        }
+        ps = ps.subspan(n);
+    }
+}
+
 void Router::cable_changed(unsigned port) noexcept {
     Outbox out;
     {
-        std::lock_guard lk(mu_);
+        TimedLock lk(*this);
         if (port >= ports_.size()) {
             return;
         }
@@ -156,7 +187,7 @@ void Router::connect_port(unsigned port, CableEnd* end) noexcept {
     }
     Outbox out;
     {
-        std::lock_guard lk(mu_);
+        TimedLock lk(*this);
         Port& pt = ports_[port];
         pt.end = end;
         pt.peer_present = false;

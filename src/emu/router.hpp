@@ -16,7 +16,7 @@
 //   * hot-plug events re-sent every notification timeout until acked; the lane state machine,
 //     downstream port reset and lane bonding;
 //   * the data plane: frames follow only valid path entries, otherwise they are dropped and
-//     counted.
+//     counted; a TX batch is routed under one lock (paths.cpp).
 //
 // Time: no thread. Timers advance in transmit() (doorbells) and poll() (EmuNhi::poll, i.e. every
 // driver ring poll), against an injectable Clock.
@@ -24,10 +24,13 @@
 // Locking: one mutex guards all router state. It is never held while calling out (into an NHI,
 // a cable end or a peer router): work that leaves the router is collected in an outbox under the
 // lock and sent after it is released, so two routers that call each other from two threads never
-// deadlock.
+// deadlock. poll() takes it only when a deadline is due (the earliest one is published in an
+// atomic whenever a section that may move it ends): a driver polling in a loop does not contend
+// with the frames another thread routes through this router.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -110,10 +113,15 @@ public:
 
     // ---- Fabric (called by the NHI) ----
     void transmit(EmuNhi& from, unsigned ring, const FrameView& frame) noexcept override;
+    /// Data rings: routed under one lock per batch, sent in one CableEnd::send_batch.
+    void transmit_batch(EmuNhi& from, unsigned ring,
+                        std::span<const FrameView> frames) noexcept override;
     void poll(EmuNhi& from) noexcept override;
 
     // ---- CableSink (called by a cable) ----
     void cable_receive(unsigned port, const WirePacket& p) noexcept override;
+    /// Runs of data frames: routed under one lock, delivered with EmuNhi::receive_batch.
+    void cable_receive_batch(unsigned port, std::span<const WirePacket> ps) noexcept override;
     void cable_changed(unsigned port) noexcept override;
 
     /// Plugs `end` into USB4 port `port` (nullptr or disconnect_port unplugs). The link trains
@@ -247,8 +255,25 @@ private:
     Time now() const noexcept { return clock_.now(); }
 
     // paths.cpp: data plane.
-    void data_from_nhi(unsigned ring, const FrameView& frame) noexcept;
-    void data_from_cable(unsigned port, const WirePacket& p) noexcept;
+    void data_from_nhi(unsigned ring, std::span<const FrameView> frames) noexcept;
+    void data_from_cable(unsigned port, std::span<const WirePacket> ps) noexcept;
+
+    /// mu_, for a section that may move a deadline or a port's cable end: when it ends (still
+    /// under the lock) next_due_ and the ends are published for poll()'s lock-free check.
+    class TimedLock {
+    public:
+        explicit TimedLock(Router& r) : r_(r), lk_(r.mu_) {}
+        ~TimedLock() { r_.publish_locked(); }
+        TimedLock(const TimedLock&) = delete;
+        TimedLock& operator=(const TimedLock&) = delete;
+
+    private:
+        Router& r_;
+        std::lock_guard<std::mutex> lk_;
+    };
+    void publish_locked() noexcept;
+    /// RX ring a data packet from `port` goes to, or 0 (dropped and counted). mu_ held.
+    unsigned ingress_ring_locked(unsigned port, const WirePacket& p) noexcept;
 
     EmuNhi& nhi_;
     const RouterConfig cfg_;
@@ -262,6 +287,9 @@ private:
     std::vector<PendingEvent> events_;
     Time next_due_ = Time::max();  ///< earliest deadline advance() must act on
     RouterCounters ctr_{};
+    // Published copies (TimedLock) for poll(), which reads them without the lock.
+    std::atomic<Time::rep> due_hint_{Time::max().count()};
+    std::array<std::atomic<CableEnd*>, 2> ends_hint_{};
 };
 
 }  // namespace tbv::emu

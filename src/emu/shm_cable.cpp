@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "emu/batch.hpp"
+
 namespace tbv::emu {
 
 namespace {
@@ -140,44 +142,57 @@ bool push(Q& q, const WirePacket& p, std::uint32_t pull) noexcept {
     return true;
 }
 
-/// Hands up to `budget` packets sent in pull state `pull` to `deliver`; the slot is released
-/// after each call. Packets sent in an earlier pull state were on the way when the cable was
-/// pulled: they are lost and counted in `stale`.
+/// Packets handed to the router in one cable_receive_batch.
+constexpr std::size_t kDeliverBatch = 32;
+
+/// Hands up to `budget` packets sent in pull state `pull` to `deliver`, up to kDeliverBatch at a
+/// time as a span of WirePackets whose data points into the slots; the slots are released after
+/// each call. Packets sent in an earlier pull state were on the way when the cable was pulled:
+/// they are lost and counted in `stale`.
 template <typename Q, typename F>
 unsigned pop(Q& q, unsigned budget, std::uint32_t pull, std::uint64_t& stale,
              F&& deliver) noexcept {
     std::uint64_t tail = at(q.tail).load(std::memory_order_relaxed);
     const std::uint64_t head = at(q.head).load(std::memory_order_acquire);
+    if (tail == head) {
+        return 0;  // the usual case in a poll: nothing to set up
+    }
+    BatchBuffer<WirePacket, kDeliverBatch> batch;
     unsigned n = 0;
     while (tail != head && n < budget) {
-        const auto& s = q.slots[tail % Q::kSlots];
-        if (s.h.pull != pull) {
-            ++stale;
+        batch.clear();
+        while (tail != head && !batch.full() && n + batch.size() < budget) {
+            const auto& s = q.slots[tail % Q::kSlots];
             ++tail;
-            at(q.tail).store(tail, std::memory_order_release);
-            continue;
+            const auto kind = static_cast<WireKind>(s.h.kind);
+            if (kind != WireKind::control && kind != WireKind::data && kind != WireKind::status) {
+                continue;  // not ours to interpret
+            }
+            if (s.h.pull != pull) {
+                ++stale;
+                continue;
+            }
+            WirePacket& p = batch.push();
+            const std::size_t len = std::min<std::size_t>(s.h.len, Q::kPayload);  // never trusted
+            p.kind = kind;
+            p.lane = s.h.lane;
+            p.hop = s.h.hop;
+            p.sof_pdf = s.h.sof;
+            p.eof_pdf = s.h.eof;
+            p.crc_error = s.h.crc_error != 0;
+            p.status.in_reset = s.h.st_reset != 0;
+            p.status.lane0_enabled = (s.h.st_lanes & 1) != 0;
+            p.status.lane1_enabled = (s.h.st_lanes & 2) != 0;
+            p.status.lane0_trained = (s.h.st_lanes & 4) != 0;
+            p.status.lane1_trained = (s.h.st_lanes & 8) != 0;
+            p.status.bond_request = s.h.st_bond != 0;
+            p.data = std::span<const std::byte>(s.data, len);
         }
-        WirePacket p;
-        const std::size_t len = std::min<std::size_t>(s.h.len, Q::kPayload);  // never trusted
-        p.kind = static_cast<WireKind>(s.h.kind);
-        p.lane = s.h.lane;
-        p.hop = s.h.hop;
-        p.sof_pdf = s.h.sof;
-        p.eof_pdf = s.h.eof;
-        p.crc_error = s.h.crc_error != 0;
-        p.status.in_reset = s.h.st_reset != 0;
-        p.status.lane0_enabled = (s.h.st_lanes & 1) != 0;
-        p.status.lane1_enabled = (s.h.st_lanes & 2) != 0;
-        p.status.lane0_trained = (s.h.st_lanes & 4) != 0;
-        p.status.lane1_trained = (s.h.st_lanes & 8) != 0;
-        p.status.bond_request = s.h.st_bond != 0;
-        p.data = std::span<const std::byte>(s.data, len);
-        if (p.kind == WireKind::control || p.kind == WireKind::data || p.kind == WireKind::status) {
-            deliver(p);
+        if (!batch.empty()) {
+            deliver(batch.span());
         }
-        ++tail;
-        ++n;
-        at(q.tail).store(tail, std::memory_order_release);
+        n += static_cast<unsigned>(batch.size());
+        at(q.tail).store(tail, std::memory_order_release);  // the slots are free again
     }
     return n;
 }
@@ -355,6 +370,45 @@ void ShmCable::send(const WirePacket& p) noexcept {
     }
 }
 
+void ShmCable::send_batch(std::span<const WirePacket> ps) noexcept {
+    const unsigned to = 1 - side_;
+    std::uint64_t sent = 0;
+    std::uint64_t full = 0;
+    std::uint64_t oversize = 0;
+    bool pulled = false;
+    {
+        std::unique_lock lk(send_mu_);
+        if (faults_.active()) {
+            lk.unlock();
+            for (const WirePacket& p : ps) {
+                send(p);  // each packet rolls its own faults, in order
+            }
+            return;
+        }
+        const std::uint32_t pull = at(map_->pull.word).load(std::memory_order_acquire);
+        pulled = is_pulled(pull);
+        for (std::size_t i = 0; i < ps.size() && !pulled; ++i) {
+            const WirePacket& p = ps[i];
+            const bool data = p.kind == WireKind::data;
+            if (p.data.size() > (data ? kDataPayload : kCtlPayload)) {
+                ++oversize;
+            } else if (data ? push(map_->data[to], p, pull) : push(map_->ctl[to], p, pull)) {
+                ++sent;
+            } else {
+                ++full;
+            }
+        }
+    }
+    std::lock_guard lk(stats_mu_);
+    if (pulled) {
+        stats_.unplugged_drops += ps.size();
+        return;
+    }
+    stats_.sent += sent;
+    stats_.full_drops += full;
+    stats_.oversize_drops += oversize;
+}
+
 bool ShmCable::process_alive(pid_t pid) noexcept {
     if (pid != peer_pid_) {
         if (peer_pidfd_ >= 0) {
@@ -482,7 +536,9 @@ unsigned ShmCable::drain() noexcept {
         return 0;
     }
     const unsigned port = port_.load(std::memory_order_relaxed);
-    const auto deliver = [&](const WirePacket& p) { sink->cable_receive(port, p); };
+    const auto deliver = [&](std::span<const WirePacket> ps) {
+        sink->cable_receive_batch(port, ps);
+    };
     std::uint64_t stale = 0;
     unsigned n = pop(map_->ctl[side_], kDrainBudget, seen_pull_, stale, deliver);
     n += pop(map_->data[side_], kDrainBudget, seen_pull_, stale, deliver);
@@ -498,7 +554,9 @@ void ShmCable::poll() noexcept {
     if (!lk.owns_lock()) {
         return;  // another thread of this process is polling the cable
     }
-    at(map_->ends[side_].heartbeat).fetch_add(1, std::memory_order_relaxed);
+    // Only this end writes its heartbeat: a plain store, not a locked read-modify-write.
+    auto hb = at(map_->ends[side_].heartbeat);
+    hb.store(hb.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     const Clock::Duration now = clock_.now();
     if (now >= next_check_) {
         next_check_ = now + cfg_.liveness_interval;

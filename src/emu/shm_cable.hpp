@@ -7,11 +7,13 @@
 // construction beyond being zero-filled.
 //
 // Nothing runs on its own: received packets are handed to the bound router when the local side
-// polls (EmuNhi::poll → Router::poll → ShmCable::poll). Peer liveness is checked in poll at most
-// every `liveness_interval`: a pid that has exited (pidfd when available, else kill(pid, 0)), an
-// end that was closed, or a heartbeat counter that stopped moving for `heartbeat_timeout` mean the
-// peer is gone and the router sees the link drop; a peer that opens the end again (new generation)
-// is seen as a replug. The file is removed when the second end closes.
+// polls (EmuNhi::poll → Router::poll → ShmCable::poll), up to 32 consecutive ones in one
+// CableSink::cable_receive_batch, their slots released after the call. Peer liveness is checked in
+// poll at most every `liveness_interval`: a pid that has exited (pidfd when available, else
+// kill(pid, 0)), an end that was closed, or a heartbeat counter that stopped moving for
+// `heartbeat_timeout` mean the peer is gone and the router sees the link drop; a peer that opens
+// the end again (new generation) is seen as a replug. The file is removed when the second end
+// closes.
 //
 // Scheduled unplug (FaultConfig::unplug, TBV_EMU_FAULTS unplug_ms / unplug_after_ms): the cable
 // is pulled once, unplug_after after this end first saw the peer, for `unplug`, as the in-process
@@ -36,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "emu/clock.hpp"
@@ -92,6 +95,8 @@ public:
     // ---- CableEnd ----
     void bind(CableSink* sink, unsigned port) noexcept override;
     void send(const WirePacket& p) noexcept override;
+    /// One lock and one stats update per batch (packet by packet while drop/dup/crc are active).
+    void send_batch(std::span<const WirePacket> ps) noexcept override;
     bool peer_present() const noexcept override { return present_.load(std::memory_order_acquire); }
     void poll() noexcept override;
 

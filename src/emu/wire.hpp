@@ -50,6 +50,13 @@ public:
 
     /// A packet arrived on USB4 port `port`. Any thread; must not block.
     virtual void cable_receive(unsigned port, const WirePacket& p) noexcept = 0;
+    /// Packets that arrived together, in order (a TX batch that crossed the cable). A sink
+    /// overrides it to take its locks once per batch; the default takes them one by one.
+    virtual void cable_receive_batch(unsigned port, std::span<const WirePacket> ps) noexcept {
+        for (const WirePacket& p : ps) {
+            cable_receive(port, p);
+        }
+    }
     /// The far end appeared or went away (plug, unplug, peer process death/restart).
     virtual void cable_changed(unsigned port) noexcept = 0;
 };
@@ -67,6 +74,13 @@ public:
     virtual void bind(CableSink* sink, unsigned port) noexcept = 0;
     /// Sends a packet to the far end. Thread safe; may drop (fault injection, full queue).
     virtual void send(const WirePacket& p) noexcept = 0;
+    /// Sends packets in order, as send() would one by one (the router's data plane hands over a
+    /// TX batch). The default sends them one by one.
+    virtual void send_batch(std::span<const WirePacket> ps) noexcept {
+        for (const WirePacket& p : ps) {
+            send(p);
+        }
+    }
     /// True while a far end is there to receive (plugged in, process alive).
     virtual bool peer_present() const noexcept = 0;
     /// Runs from the local router's poll with no router lock held: delivers what arrived from

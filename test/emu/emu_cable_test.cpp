@@ -322,6 +322,52 @@ TEST_CASE("shared-memory cable: an end that slept through the whole pull still s
     CHECK(ShmPair::deliver(*p.rb, 501, 2) == std::optional<bool>(true));
 }
 
+TEST_CASE("shared-memory cable: a doorbell's batch crosses whole; pulled, it is dropped whole",
+          "[emu][cable][shm][batch]") {
+    ShmPair p("batch");
+    p.ra.reset();
+    p.rb.reset();
+    p.ra = std::make_unique<Rail>(*p.cma->nhi, 1, 64);
+    p.rb = std::make_unique<Rail>(*p.cmb->nhi, 1, 64);
+    emu::ShmCable& ea = *p.a->shm_cable(0);
+    emu::ShmCable& eb = *p.b->shm_cable(0);
+    // 40 frames in one doorbell, in Rail::send's byte pattern (seed 100 + i).
+    std::vector<nhi::TxFrame> fs;
+    for (unsigned i = 0; i < 40; ++i) {
+        std::byte* d = p.ra->tx_pool.data(i);
+        for (std::size_t k = 0; k < 1000; ++k) {
+            d[k] = static_cast<std::byte>(((100 + i) * 31 + k * 7) & 0xff);
+        }
+        fs.push_back({p.ra->tx_pool.iova(i), 1000, 1, 2, false, i});
+    }
+    const auto sent = ea.stats().sent;
+    REQUIRE(p.ra->tx->post(fs).posted == 40);
+    CHECK(ea.stats().sent == sent + 40);
+    const auto received = eb.stats().received;
+    for (unsigned i = 0; i < 40; ++i) {
+        CHECK(p.rb->recv(1000, 100 + i) == std::optional<bool>(true));
+    }
+    CHECK(eb.stats().received == received + 40);
+    CHECK(p.b->router().counters().data_rx == 40);
+
+    // Pulled: a batch handed to the cable is lost as a whole and counted.
+    ea.set_faults(unplug_faults(0ms, 50ms));
+    p.a->router().poll();
+    REQUIRE(ea.pulled());
+    std::array<std::byte, 64> bytes{};
+    std::vector<emu::WirePacket> pkts(5);
+    for (auto& pk : pkts) {
+        pk.kind = emu::WireKind::data;
+        pk.hop = 8;
+        pk.sof_pdf = 1;
+        pk.eof_pdf = 2;
+        pk.data = bytes;
+    }
+    ea.send_batch(pkts);
+    CHECK(ea.stats().unplugged_drops == 5);
+    CHECK(ea.stats().sent == sent + 40);
+}
+
 TEST_CASE("shared-memory cable: closing while pulled plugs the cable back in",
           "[emu][cable][shm][faults]") {
     ShmPair p("close");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // DMA engines of the emulated NHI (ref §3, §12.3): descriptor handling, frame and raw mode,
-// overrun, PDF masks, RX overflow, bus-master gating, IOMMU faults.
+// overrun, PDF masks, RX overflow, bus-master gating, IOMMU faults, batches (a doorbell's
+// descriptors reach the fabric kTxBatch at a time; receive_batch).
 #include <algorithm>
 #include <vector>
 
@@ -24,6 +25,31 @@ public:
         frames.push_back({&from, ring, f.sof_pdf, f.eof_pdf, {f.data.begin(), f.data.end()}});
     }
     std::vector<Frame> frames;
+};
+
+/// Captures TX batches as the fabric gets them, and whether any descriptor of a batch was already
+/// DONE while the fabric held it (it must not be: DONE follows the frame out).
+class BatchFabric final : public tbv::emu::Fabric {
+public:
+    explicit BatchFabric(DmaRegion& descs, unsigned count) : descs_(descs), count_(count) {}
+    void transmit(EmuNhi&, unsigned, const FrameView&) noexcept override { ++singles; }
+    void transmit_batch(EmuNhi&, unsigned, std::span<const FrameView> fs) noexcept override {
+        sizes.push_back(fs.size());
+        for (const FrameView& f : fs) {
+            done_early = done_early || DESC_DONE::get(load_ctl(desc_at(descs_, next_))) != 0;
+            next_ = (next_ + 1) % count_;
+            frames.emplace_back(f.data.begin(), f.data.end());
+        }
+    }
+    std::vector<std::size_t> sizes;
+    std::vector<std::vector<std::byte>> frames;
+    unsigned singles = 0;
+    bool done_early = false;
+
+private:
+    DmaRegion& descs_;
+    unsigned count_;
+    unsigned next_ = 0;
 };
 
 bool all_bytes(const std::byte* p, std::size_t n, std::byte v) {
@@ -94,6 +120,80 @@ TEST_CASE("TX: a descriptor without POSTED stops the engine there (ref §12.3)",
     tx_doorbell(nhi, 1, 3);
     CHECK(tx_hw_index(nhi, 1) == 3);
     CHECK(nhi.counters().tx_no_fabric_drops == 3);
+}
+
+TEST_CASE("TX: a doorbell of more descriptors than a batch: all leave in order, kTxBatch at a time",
+          "[emu][dma][tx][batch]") {
+    EmuNhi nhi;
+    REQUIRE(nhi.set_bus_master(true));
+    constexpr unsigned kCount = 64;
+    constexpr unsigned kFrames = tbv::emu::kTxBatch + 8;
+    auto descs = make_region(nhi, kCount * sizeof(RingDesc), DmaAccess::read_write);
+    auto bufs = make_region(nhi, kFrames * 4096, DmaAccess::read);
+    BatchFabric fab(descs, kCount);
+    nhi.attach(&fab);
+    start_tx(nhi, 1, descs.iova(), kCount);
+    for (unsigned i = 0; i < kFrames; ++i) {
+        const auto p = pattern(100 + i, i);
+        std::copy(p.begin(), p.end(), bufs.data() + std::size_t{i} * 4096);
+        post_desc(desc_at(descs, i), bufs.iova_at(std::size_t{i} * 4096),
+                  tx_ctl(100 + i, 1, 2, i == 3));
+    }
+    tx_doorbell(nhi, 1, kFrames);
+    CHECK(fab.sizes == std::vector<std::size_t>{tbv::emu::kTxBatch, 8});
+    CHECK(fab.singles == 0);
+    CHECK_FALSE(fab.done_early);
+    REQUIRE(fab.frames.size() == kFrames);
+    for (unsigned i = 0; i < kFrames; ++i) {
+        CHECK(fab.frames[i] == pattern(100 + i, i));
+        CHECK(load_ctl(desc_at(descs, i)) == (tx_ctl(100 + i, 1, 2, i == 3) | DESC_DONE::make(1)));
+    }
+    CHECK(tx_hw_index(nhi, 1) == kFrames);
+    const auto c = nhi.counters();
+    CHECK(c.tx_frames == kFrames);
+    CHECK(c.doorbells == 1);
+    // The INTERRUPT descriptor raised the TX status once.
+    const unsigned bit = irq_bit(IrqKind::tx, 1, 3);
+    CHECK((nhi.read32(bitmap_reg(REG_RING_NOTIFY_BASE, bit)) & bitmap_mask(bit)) != 0);
+    nhi.attach(nullptr);
+}
+
+TEST_CASE("TX: a fault inside a batch: the frames before it leave and complete, then the halt",
+          "[emu][dma][tx][batch][iommu]") {
+    EmuNhi nhi;
+    REQUIRE(nhi.set_bus_master(true));
+    constexpr unsigned kCount = 16;
+    auto descs = make_region(nhi, kCount * sizeof(RingDesc), DmaAccess::read_write);
+    auto buf = make_region(nhi, 4096, DmaAccess::read);
+    BatchFabric fab(descs, kCount);
+    nhi.attach(&fab);
+    start_tx(nhi, 1, descs.iova(), kCount);
+    const tbv::hw::Iova bogus = 0xdead0000;
+    for (unsigned i = 0; i < 10; ++i) {
+        post_desc(desc_at(descs, i), i == 5 ? bogus : buf.iova(), tx_ctl(64, 0, 0));
+    }
+    tx_doorbell(nhi, 1, 10);
+    CHECK(fab.sizes == std::vector<std::size_t>{5});
+    CHECK_FALSE(fab.done_early);
+    for (unsigned i = 0; i < 10; ++i) {
+        CHECK(DESC_DONE::get(load_ctl(desc_at(descs, i))) == (i < 5 ? 1u : 0u));
+    }
+    CHECK(tx_hw_index(nhi, 1) == 5);
+    CHECK(nhi.ring_halted(true, 1));
+    REQUIRE(nhi.faults().size() == 1);
+    CHECK(nhi.faults()[0].iova == bogus);
+    // An unposted descriptor inside a batch ends it the same way, without a fault.
+    auto descs2 = make_region(nhi, kCount * sizeof(RingDesc), DmaAccess::read_write);
+    start_tx(nhi, 2, descs2.iova(), kCount);
+    for (unsigned i = 0; i < 10; ++i) {
+        post_desc(desc_at(descs2, i), buf.iova(),
+                  i == 7 ? tx_ctl(64, 0, 0) & ~DESC_POSTED::kMask : tx_ctl(64, 0, 0));
+    }
+    tx_doorbell(nhi, 2, 10);
+    CHECK(tx_hw_index(nhi, 2) == 7);
+    CHECK(nhi.counters().tx_unposted_stops == 1);
+    CHECK(nhi.counters().tx_frames == 5 + 7);
+    nhi.attach(nullptr);
 }
 
 TEST_CASE("TX raw mode: one packet per descriptor, over 256 bytes is dropped (ref §3)",
@@ -271,6 +371,42 @@ TEST_CASE("RX with no posted descriptor drops and flags overflow (ref §4.5)", "
     CHECK((nhi.read32(bitmap_reg(REG_RING_NOTIFY_BASE, bit)) & bitmap_mask(bit)) != 0);
     // A disabled ring is refused, not overflowed.
     CHECK(nhi.receive(2, frame_of(data)) == RxResult::ring_disabled);
+}
+
+TEST_CASE("receive_batch: each frame as receive() would take it, one lock for the batch",
+          "[emu][dma][rx][batch]") {
+    EmuNhi nhi;
+    REQUIRE(nhi.set_bus_master(true));
+    auto descs = make_region(nhi, 4096, DmaAccess::read_write);
+    auto bufs = make_region(nhi, 4 * 4096, DmaAccess::write);
+    start_rx(nhi, 1, descs.iova(), 4, RxStart{.sof_mask = 1u << 1, .eof_mask = 1u << 2});
+    for (unsigned i = 0; i < 3; ++i) {
+        post_desc(desc_at(descs, i), bufs.iova_at(std::size_t{i} * 4096), rx_ctl());
+    }
+    rx_publish(nhi, 1, 3);
+    std::vector<std::vector<std::byte>> data;
+    for (unsigned i = 0; i < 5; ++i) {
+        data.push_back(pattern(64 + i, 20 + i));
+    }
+    // Frame 1 has the wrong PDFs; frames 0, 2, 3 take the three posted buffers; 4 overflows.
+    const std::vector<FrameView> batch{frame_of(data[0], 1, 2), frame_of(data[1], 3, 3),
+                                       frame_of(data[2], 1, 2), frame_of(data[3], 1, 2, true),
+                                       frame_of(data[4], 1, 2)};
+    CHECK(nhi.receive_batch(1, batch) == 3);
+    CHECK(same_bytes(bufs.data(), data[0]));
+    CHECK(same_bytes(bufs.data() + 4096, data[2]));
+    CHECK(same_bytes(bufs.data() + 8192, data[3]));
+    CHECK(DESC_CRC_ERROR::get(load_ctl(desc_at(descs, 2))) == 1);
+    CHECK(rx_hw_index(nhi, 1) == 3);
+    const auto c = nhi.counters();
+    CHECK(c.rx_frames == 3);
+    CHECK(c.rx_pdf_drops == 1);
+    CHECK(c.rx_overflow_drops == 1);
+    CHECK(c.rx_crc_errors == 1);
+    // Out-of-range and disabled rings refuse the whole batch.
+    CHECK(nhi.receive_batch(7, batch) == 0);
+    CHECK(nhi.receive_batch(2, batch) == 0);
+    CHECK(nhi.counters().rx_disabled_drops == 10);
 }
 
 // ---- IOMMU faults ---------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 // The host router model (src/emu/router.*) driven through the real ring driver on ring 0, as the
 // connection manager will drive it: config spaces laid out like the AMD host (ref §1.4, §12.4),
 // reads and writes, errors, hot-plug events and acks, lanes, DPR, bonding, XDomain detection and
-// forwarding, and DMA frames that flow only along programmed path entries.
+// forwarding, and DMA frames that flow only along programmed path entries, one doorbell's batch at
+// a time.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <thread>
 
 #include "router_fixture.hpp"
@@ -693,4 +697,251 @@ TEST_CASE("two threads drive the two hosts at once through one cable", "[emu][ro
     CHECK(res_a.got == ca.data_rx);
     CHECK(res_b.got == cb.data_rx);
     CHECK(ca.data_no_path_drops + ca.data_link_down_drops == 0);
+}
+
+namespace {
+
+/// Posts `n` frames on `rail` in one TxRing::post (one doorbell): frame i is `len` bytes of
+/// sequence number `first + i` (first 4 bytes) and a pattern from it.
+void post_numbered(Rail& rail, unsigned first, unsigned n, std::size_t len) {
+    std::vector<nhi::TxFrame> fs;
+    for (unsigned i = 0; i < n; ++i) {
+        const unsigned seq = first + i;
+        const unsigned slot = seq % rail.tx_pool.count();
+        std::byte* p = rail.tx_pool.data(slot);
+        for (std::size_t k = 0; k < len; ++k) {
+            p[k] = static_cast<std::byte>((seq * 13 + k) & 0xff);
+        }
+        std::memcpy(p, &seq, sizeof seq);
+        fs.push_back({rail.tx_pool.iova(slot), static_cast<std::uint32_t>(len), 1, 2, false, slot});
+    }
+    std::array<std::uint64_t, 64> done{};
+    while (rail.tx->reap(done) > 0) {
+    }
+    REQUIRE(rail.tx->post(fs).posted == n);
+}
+
+/// Takes every completed frame from `rail`, reposting its buffer; returns the sequence numbers,
+/// or nullopt for a frame whose length or bytes are wrong.
+std::vector<std::optional<unsigned>> take_numbered(Rail& rail, std::size_t len) {
+    std::vector<std::optional<unsigned>> got;
+    nhi::RxCompletion c;
+    while (rail.rx->poll({&c, 1}) == 1) {
+        const auto buf = static_cast<unsigned>(c.cookie);
+        const std::byte* p = rail.rx_pool.data(buf);
+        unsigned seq = 0;
+        std::memcpy(&seq, p, sizeof seq);
+        bool good = c.length == len;
+        for (std::size_t k = sizeof seq; good && k < len; ++k) {
+            good = p[k] == static_cast<std::byte>((seq * 13 + k) & 0xff);
+        }
+        got.push_back(good ? std::optional<unsigned>(seq) : std::nullopt);
+        const nhi::RxBuffer b{rail.rx_pool.iova(buf), buf};
+        REQUIRE(rail.rx->post({&b, 1}).posted == 1);
+    }
+    return got;
+}
+
+std::vector<std::optional<unsigned>> seqs(unsigned first, unsigned n) {
+    std::vector<std::optional<unsigned>> v;
+    for (unsigned i = 0; i < n; ++i) {
+        v.emplace_back(first + i);
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST_CASE("a doorbell's batch crosses routers and cable whole; paths and plug state still rule",
+          "[emu][router][paths][batch]") {
+    TwoHosts t;
+    t.bring_up();
+    program_paths(*t.cma, 1, 8, 1, 9);
+    program_paths(*t.cmb, 1, 9, 1, 8);
+    Rail ra(*t.cma->nhi, 1, 64);
+    Rail rb(*t.cmb->nhi, 1, 64);
+    emu::Cable& cable = *t.cables[0];
+
+    // 40 frames in one doorbell: two TX batches, every frame in order and intact.
+    post_numbered(ra, 0, 40, 1500);
+    CHECK(take_numbered(rb, 1500) == seqs(0, 40));
+    CHECK(t.a->router().counters().data_tx == 40);
+    CHECK(t.b->router().counters().data_rx == 40);
+    CHECK(cable.stats().data == 40);
+
+    // B's 63 posted buffers take one batch; the next finds the ring full: refused and counted.
+    post_numbered(ra, 40, 63, 64);
+    post_numbered(ra, 103, 10, 64);
+    CHECK(t.b->router().counters().nhi_refused == 10);
+    CHECK(t.b->nhi().counters().rx_overflow_drops == 10);
+    CHECK(take_numbered(rb, 64) == seqs(40, 63));
+    post_numbered(ra, 113, 10, 64);
+    CHECK(take_numbered(rb, 64) == seqs(113, 10));
+
+    // The CM takes A's TX entry away: the whole batch is dropped at A's NHI adapter.
+    t.cma->write(Space::path, kNhiAdp, 2, path_entry(kLane0, 8, 0, /*valid=*/false));
+    post_numbered(ra, 200, 20, 64);
+    CHECK(t.a->router().counters().data_no_path_drops == 20);
+    CHECK(take_numbered(rb, 64).empty());
+    t.cma->write(Space::path, kNhiAdp, 2, path_entry(kLane0, 8, 0));
+    // B's ingress entry gone: dropped at B's lane adapter, frame by frame counted.
+    t.cmb->write(Space::path, kLane0, 16, path_entry(kNhiAdp, 1, 14, /*valid=*/false));
+    post_numbered(ra, 300, 20, 64);
+    CHECK(t.b->router().counters().data_no_path_drops == 20);
+    CHECK(take_numbered(rb, 64).empty());
+    t.cmb->write(Space::path, kLane0, 16, path_entry(kNhiAdp, 1, 14));
+
+    // Unplugged: the batch goes nowhere.
+    cable.unplug();
+    post_numbered(ra, 400, 20, 64);
+    CHECK(t.a->router().counters().data_link_down_drops == 20);
+    CHECK(take_numbered(rb, 64).empty());
+    cable.plug();
+    t.train();
+    post_numbered(ra, 500, 33, 64);
+    CHECK(take_numbered(rb, 64) == seqs(500, 33));
+
+    // Drop injection: frame by frame with the cable's RNG, exactly as one frame per doorbell.
+    emu::FaultConfig f;
+    f.data_drop = 0.5;
+    f.seed = 11;
+    cable.set_faults(f);
+    emu::FaultInjector same(f);
+    std::vector<std::optional<unsigned>> expect;
+    for (unsigned i = 0; i < 32; ++i) {
+        if (!same.decide(emu::WireKind::data).drop) {
+            expect.emplace_back(600 + i);
+        }
+    }
+    const auto dropped = cable.stats().dropped;
+    post_numbered(ra, 600, 32, 64);
+    CHECK(take_numbered(rb, 64) == expect);
+    CHECK(cable.stats().dropped - dropped == 32 - expect.size());
+}
+
+TEST_CASE("two threads send batches both ways while a third pulls and replugs the cable",
+          "[emu][router][threads][batch]") {
+    TwoHosts t;
+    t.bring_up();
+    program_paths(*t.cma, 1, 8, 1, 9);
+    program_paths(*t.cmb, 1, 9, 1, 8);
+    Rail ra(*t.cma->nhi, 1, 64);
+    Rail rb(*t.cmb->nhi, 1, 64);
+    emu::Cable& cable = *t.cables[0];
+    constexpr std::size_t kLen = 200;
+    // No Catch macros in the threads (Catch is not thread safe): they record, the main thread
+    // checks. A frame may be lost (cable pulled, link down, RX ring full) but never altered,
+    // duplicated or reordered.
+    struct Result {
+        unsigned sent = 0, got = 0;
+        bool error = false;
+        bool in_order = true;
+        bool intact = true;
+    };
+    std::atomic<bool> stop{false};
+    const auto run = [&](Rail& mine, Result& r) {
+        std::vector<nhi::TxFrame> fs;
+        std::array<std::uint64_t, 64> done{};
+        std::array<nhi::RxCompletion, 16> cs{};
+        long last = -1;
+        while (!stop.load()) {
+            (void)mine.tx->reap(done);
+            const unsigned n = std::min(16u, mine.tx->free_slots());
+            fs.clear();
+            for (unsigned k = 0; k < n; ++k) {
+                const unsigned seq = r.sent + k;
+                const unsigned slot = seq % mine.tx_pool.count();
+                std::byte* p = mine.tx_pool.data(slot);
+                std::memset(p, static_cast<int>(seq & 0xff), kLen);
+                std::memcpy(p, &seq, sizeof seq);
+                fs.push_back({mine.tx_pool.iova(slot), kLen, 1, 2, false, slot});
+            }
+            if (n > 0) {
+                r.error |= mine.tx->post(fs).posted != n;
+                r.sent += n;
+            }
+            const unsigned got = mine.rx->poll(cs);
+            for (unsigned k = 0; k < got; ++k) {
+                const auto buf = static_cast<unsigned>(cs[k].cookie);
+                const std::byte* p = mine.rx_pool.data(buf);
+                unsigned seq = 0;
+                std::memcpy(&seq, p, sizeof seq);
+                r.in_order = r.in_order && static_cast<long>(seq) > last;
+                last = seq;
+                r.intact = r.intact && cs[k].length == kLen &&
+                           p[kLen - 1] == static_cast<std::byte>(seq & 0xff);
+                const nhi::RxBuffer b{mine.rx_pool.iova(buf), buf};
+                r.error |= mine.rx->post({&b, 1}).posted != 1;
+            }
+            r.got += got;
+            std::this_thread::yield();
+        }
+    };
+    Result res_a, res_b;
+    std::thread ta([&] { run(ra, res_a); });
+    std::thread tb([&] { run(rb, res_b); });
+    // Pull the cable 20 times, each time once frames are flowing again (bounded waits).
+    unsigned cycles_with_traffic = 0;
+    for (int k = 0; k < 20; ++k) {
+        const auto before = t.b->router().counters().data_rx;
+        for (int i = 0; i < 100'000 && t.b->router().counters().data_rx < before + 100; ++i) {
+            std::this_thread::yield();
+        }
+        cycles_with_traffic += t.b->router().counters().data_rx >= before + 100 ? 1 : 0;
+        cable.unplug();
+        std::this_thread::yield();
+        cable.plug();
+        t.clk.advance(10ms);  // training finishes at the threads' next polls
+    }
+    stop.store(true);
+    ta.join();
+    tb.join();
+    CHECK_FALSE(res_a.error);
+    CHECK_FALSE(res_b.error);
+    CHECK(res_a.in_order);
+    CHECK(res_b.in_order);
+    CHECK(res_a.intact);
+    CHECK(res_b.intact);
+    CHECK(cycles_with_traffic > 0);
+    CHECK(cable.stats().unplugged_drops + t.a->router().counters().data_link_down_drops > 0);
+    // Every frame the routers delivered reached the driver (some still in the rings).
+    CHECK(res_a.got + ra.count() == t.a->router().counters().data_rx);
+    CHECK(res_b.got + rb.count() == t.b->router().counters().data_rx);
+    CHECK(t.a->router().counters().data_rx <= res_b.sent);
+    CHECK(t.b->router().counters().data_rx <= res_a.sent);
+
+    // Afterwards the link comes back and a batch goes through whole.
+    for (int i = 0; i < 3; ++i) {
+        t.train();
+    }
+    REQUIRE(t.a->router().lane_state(kLane0) == LaneState::cl0);
+    REQUIRE(t.b->router().lane_state(kLane0) == LaneState::cl0);
+    post_numbered(ra, 10'000, 40, 64);
+    CHECK(take_numbered(rb, 64) == seqs(10'000, 40));
+}
+
+TEST_CASE("a scheduled unplug due while the cable is unplugged by hand leaves it unplugged",
+          "[emu][router][faults]") {
+    TwoHosts t;
+    t.bring_up();
+    emu::Cable& cable = *t.cables[0];
+    emu::FaultConfig f;
+    f.unplug_after = 20ms;  // counted from the plug, at t = 0 on the manual clock
+    f.unplug = 30ms;
+    cable.set_faults(f);
+    cable.unplug();  // by hand, for good
+    t.clk.advance(15ms);
+    t.a->router().poll();  // t = 25 ms: the schedule is due, but there is no cable to pull
+    t.clk.advance(100ms);
+    t.a->router().poll();
+    t.b->router().poll();
+    CHECK_FALSE(cable.plugged());
+    CHECK(t.a->router().lane_state(kLane0) == LaneState::unplugged);
+    // Plugged back by hand: the schedule is used up, no second pull.
+    cable.plug();
+    t.train();
+    t.clk.advance(1000ms);
+    t.a->router().poll();
+    CHECK(cable.plugged());
+    CHECK(t.a->router().lane_state(kLane0) == LaneState::cl0);
 }
