@@ -116,14 +116,14 @@ void Fabric::remove_qp(std::uint32_t qpn) noexcept {
     }
 }
 
-void Fabric::on_frame(const wire::Frame& f, Port& from) noexcept {
+bool Fabric::on_frame(const wire::Frame& f, Port& from) noexcept {
     const std::uint32_t qpn = f.header.dest_qpn;
     const std::uint32_t i = qpn & kQpSlotMask;
     if (qpn_[i] != qpn || qps_[i] == nullptr) {
         from.count_drop(DropReason::no_qp);
-        return;
+        return true;
     }
-    qps_[i]->on_frame(f, from);
+    return qps_[i]->on_frame(f, from);
 }
 
 unsigned Fabric::poll() noexcept {

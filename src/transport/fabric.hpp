@@ -34,7 +34,8 @@ std::uint16_t lid_of(const hw::usb4::UuidDwords& uuid) noexcept;
 class QpSink {
 public:
     /// A frame for this QP; `from` is the port it arrived on (its peer_lid() says from whom).
-    virtual void on_frame(const wire::Frame& f, Port& from) noexcept = 0;
+    /// false: not now (a datagram with no receive WQE posted); the port offers it again.
+    virtual bool on_frame(const wire::Frame& f, Port& from) noexcept = 0;
 
 protected:
     ~QpSink() = default;
@@ -99,7 +100,7 @@ public:
         }
     }
 
-    void on_frame(const wire::Frame& f, Port& from) noexcept override;
+    bool on_frame(const wire::Frame& f, Port& from) noexcept override;
 
 private:
     struct Owned {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "transport/rail_io.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace tbv::transport {
@@ -14,6 +15,7 @@ const char* to_string(DropReason r) noexcept {
         case DropReason::wrong_peer: return "wrong_peer";
         case DropReason::bad_state: return "bad_state";
         case DropReason::qkey: return "qkey";
+        case DropReason::no_recv: return "no_recv";
         case DropReason::count_: break;
     }
     return "?";
@@ -35,20 +37,40 @@ void Port::send_credit() noexcept {
     }
 }
 
-void Port::receive(std::span<const std::byte> bytes, FrameHandler& h) noexcept {
+bool Port::receive(std::span<const std::byte> bytes, FrameHandler& h) noexcept {
     wire::Frame f{};
     if (wire::decode(bytes, f) != wire::Status::ok) {
         grant_.on_lost_frame();
         count_drop(DropReason::malformed);
-        return;
+        return true;
     }
     grant_.on_frame(f.header.rail_seq);
     gate_.on_credit(f.header.credit);
     ++ctr_.rx_frames;
     ctr_.rx_bytes += bytes.size();
-    if (f.header.opcode != wire::Opcode::credit) {
-        h.on_frame(f, *this);
+    if (f.header.opcode == wire::Opcode::credit) {
+        return true;
     }
+    if (!h.on_frame(f, *this)) {
+        parked_since_ = Clock::now();
+        return false;
+    }
+    return true;
+}
+
+bool Port::dispatch(std::span<const std::byte> bytes, FrameHandler& h, bool force) noexcept {
+    wire::Frame f{};
+    if (wire::decode(bytes, f) != wire::Status::ok) {
+        return true;  // cannot happen: it decoded when it was received
+    }
+    if (h.on_frame(f, *this)) {
+        return true;
+    }
+    if (force) {
+        count_drop(DropReason::no_recv);
+        return true;
+    }
+    return false;
 }
 
 // ---- RingPort ----------------------------------------------------------------------------------
@@ -161,31 +183,74 @@ void RingPort::reap() noexcept {
     }
 }
 
+bool RingPort::handle(const nhi::RxCompletion& c, bool accounted, bool force,
+                      FrameHandler& h) noexcept {
+    const auto idx = static_cast<std::uint32_t>(c.cookie);
+    const std::span<const std::byte> bytes{rx_buf_.data() + std::size_t{idx} * kSlot, c.length};
+    if (accounted) {
+        return dispatch(bytes, h, force);
+    }
+    if (c.crc_error) {
+        grant_.on_lost_frame();
+        count_drop(DropReason::crc);
+        return true;
+    }
+    if (c.overrun) {
+        grant_.on_lost_frame();
+        count_drop(DropReason::overrun);
+        return true;
+    }
+    return receive(bytes, h);
+}
+
 unsigned RingPort::poll(FrameHandler& h) noexcept {
+    std::array<nhi::RxBuffer, kPortBatch> again{};
+    unsigned na = 0;
+    unsigned handled = 0;
+    auto requeue = [&](const nhi::RxCompletion& c) {
+        const auto idx = static_cast<std::uint32_t>(c.cookie);
+        again[na++] = {rx_buf_.iova_at(std::size_t{idx} * kSlot), idx};
+    };
+    auto repost = [&] {
+        // Every buffer taken goes straight back: the handler copied what it keeps.
+        if (na != 0) {
+            grant_.on_reposted(rx_.post({again.data(), na}).posted);
+        }
+    };
+    // Parked frames first, in order; the ring waits behind them.
+    if (parked_pos_ < nparked_) {
+        bool force = park_expired();
+        while (parked_pos_ < nparked_) {
+            const nhi::RxCompletion& c = parked_[parked_pos_];
+            if (!handle(c, head_accounted_, force, h)) {
+                head_accounted_ = true;
+                repost();
+                return handled;
+            }
+            requeue(c);
+            ++parked_pos_;
+            ++handled;
+            head_accounted_ = false;
+            force = false;
+        }
+        nparked_ = parked_pos_ = 0;
+    }
     std::array<nhi::RxCompletion, kPortBatch> c{};
     const unsigned n = rx_.poll(c);
-    if (n == 0) {
-        return 0;
-    }
-    std::array<nhi::RxBuffer, kPortBatch> again{};
     for (unsigned i = 0; i < n; ++i) {
-        const auto idx = static_cast<std::uint32_t>(c[i].cookie);
-        const std::byte* data = rx_buf_.data() + std::size_t{idx} * kSlot;
-        if (c[i].crc_error) {
-            grant_.on_lost_frame();
-            count_drop(DropReason::crc);
-        } else if (c[i].overrun) {
-            grant_.on_lost_frame();
-            count_drop(DropReason::overrun);
-        } else {
-            receive({data, c[i].length}, h);
+        if (!handle(c[i], false, false, h)) {
+            // Keep this frame (accounted) and the rest of the batch (not yet) for later.
+            nparked_ = n - i;
+            parked_pos_ = 0;
+            head_accounted_ = true;
+            std::copy(c.begin() + i, c.begin() + n, parked_.begin());
+            break;
         }
-        again[i] = {rx_buf_.iova_at(std::size_t{idx} * kSlot), idx};
+        requeue(c[i]);
+        ++handled;
     }
-    // Every buffer goes straight back: the handler copied what it keeps.
-    const unsigned posted = rx_.post({again.data(), n}).posted;
-    grant_.on_reposted(posted);
-    return n;
+    repost();
+    return handled;
 }
 
 // ---- LoopPort ----------------------------------------------------------------------------------
@@ -211,8 +276,16 @@ unsigned LoopPort::poll(FrameHandler& h) noexcept {
     // Only the frames queued when the poll started: a handler's answers wait for the next poll,
     // as they would on a cable.
     const std::uint32_t end = tail_;
+    bool force = head_accounted_ && park_expired();
     while (head_ != end && n < kPortBatch) {
-        receive({slot(head_), len_[head_ % depth_]}, h);
+        const std::span<const std::byte> bytes{slot(head_), len_[head_ % depth_]};
+        const bool taken = head_accounted_ ? dispatch(bytes, h, force) : receive(bytes, h);
+        if (!taken) {
+            head_accounted_ = true;  // stays at the head; the sender runs out of credit
+            break;
+        }
+        head_accounted_ = false;
+        force = false;
         ++head_;
         ++tx_free_;
         grant_.on_reposted(1);

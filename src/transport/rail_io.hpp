@@ -22,6 +22,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -49,6 +50,7 @@ enum class DropReason : std::uint8_t {
     wrong_peer,  ///< the QP is connected elsewhere (another peer, or another source QP)
     bad_state,   ///< the QP cannot take frames in its state
     qkey,        ///< UD: Q_Key mismatch
+    no_recv,     ///< UD: no receive WQE posted within kParkLimit (the frame waited parked)
     count_,
 };
 const char* to_string(DropReason r) noexcept;
@@ -64,11 +66,19 @@ struct PortCounters {
     std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count_)> drops{};
 };
 
+/// How long a port keeps a frame its QP cannot take yet (a UD datagram with no receive WQE
+/// posted) before dropping it. While a frame is parked its RX buffer is not re-posted and the
+/// port stops taking frames, so the credit scheme pauses the sender instead of the frame being
+/// lost; the limit bounds how long one slow QP can hold up the other QPs on the rail.
+inline constexpr std::chrono::milliseconds kParkLimit{20};
+
 class Port;
 /// Receives every well-formed frame a port polled (the payload is only valid during the call).
 class FrameHandler {
 public:
-    virtual void on_frame(const wire::Frame& f, Port& from) noexcept = 0;
+    /// false: the frame cannot be taken now (nothing about it was changed); the port keeps it
+    /// and offers it again on its next poll.
+    virtual bool on_frame(const wire::Frame& f, Port& from) noexcept = 0;
 
 protected:
     ~FrameHandler() = default;
@@ -125,8 +135,14 @@ protected:
           grant_(local_posted, kControlReserve),
           update_threshold_(local_posted / 4 == 0 ? 1 : local_posted / 4),
           id_(id) {}
-    /// Credit bookkeeping and dispatch of one received frame's bytes.
-    void receive(std::span<const std::byte> bytes, FrameHandler& h) noexcept;
+    /// Credit bookkeeping and dispatch of one received frame's bytes; false if the handler
+    /// refused it (the bookkeeping is done: offer it again with dispatch()).
+    bool receive(std::span<const std::byte> bytes, FrameHandler& h) noexcept;
+    /// Dispatch only, for a frame receive() already accounted; `force`: drop it if refused.
+    bool dispatch(std::span<const std::byte> bytes, FrameHandler& h, bool force) noexcept;
+    bool park_expired() const noexcept { return Clock::now() - parked_since_ > kParkLimit; }
+
+    TimePoint parked_since_{};
 
     CreditGate gate_;
     CreditGrant grant_;
@@ -158,6 +174,8 @@ private:
     RingPort(nhi::TxRing& tx, nhi::RxRing& rx, hw::DmaRegion txb, hw::DmaRegion rxb,
              std::uint32_t peer_posted, std::uint32_t id) noexcept;
     void reap() noexcept;
+    /// Handles one completion; false if it was refused and must stay (see kParkLimit).
+    bool handle(const nhi::RxCompletion& c, bool accounted, bool force, FrameHandler& h) noexcept;
 
     nhi::TxRing& tx_;
     nhi::RxRing& rx_;
@@ -168,6 +186,12 @@ private:
     std::uint32_t cur_ = kNone;        ///< buffer tx_buffer() handed out, not yet committed
     std::array<nhi::TxFrame, kPortBatch> staged_{};
     unsigned nstaged_ = 0;
+    // Frames polled but not taken yet, in order: the first was accounted (and refused), the
+    // rest of its batch not yet.
+    std::array<nhi::RxCompletion, kPortBatch> parked_{};
+    unsigned nparked_ = 0;
+    unsigned parked_pos_ = 0;
+    bool head_accounted_ = false;
 };
 
 /// Loopback: frames committed are received by the same device's next poll().
@@ -187,8 +211,9 @@ private:
     std::uint32_t depth_;
     std::vector<std::byte> buf_;
     std::vector<std::uint32_t> len_;
-    std::uint32_t head_ = 0;  ///< next frame to receive
-    std::uint32_t tail_ = 0;  ///< next slot to fill
+    std::uint32_t head_ = 0;       ///< next frame to receive
+    std::uint32_t tail_ = 0;       ///< next slot to fill
+    bool head_accounted_ = false;  ///< the head frame was received and refused (parked)
 };
 
 }  // namespace tbv::transport

@@ -446,34 +446,33 @@ bool Qp::pump(transport::TimePoint now) noexcept {
     return did;
 }
 
-void Qp::on_frame(const wire::Frame& f, transport::Port& from) noexcept {
+bool Qp::on_frame(const wire::Frame& f, transport::Port& from) noexcept {
     if (type() == QpType::ud) {
-        on_frame_ud(f, from);  // datagrams come from anyone; the Q_Key decides
-        return;
+        return on_frame_ud(f, from);  // datagrams come from anyone; the Q_Key decides
     }
     // Peer binding: the frame must come from the peer this QP is connected to (a port whose far
     // end has the QP's destination LID) and from the connected QP.
     if (peer_ == nullptr || from.peer_lid() != peer_->lid || f.header.src_qpn != dest_qpn_) {
         ++ctr_.wrong_peer;
         from.count_drop(transport::DropReason::wrong_peer);
-        return;
+        return true;
     }
     const QpState st = sm_.state();
     if (st == QpState::reset || st == QpState::init || st == QpState::err) {
         ++ctr_.dropped;
         from.count_drop(transport::DropReason::bad_state);
-        return;
+        return true;
     }
     ++ctr_.rx_frames;
     if (type() == QpType::uc) {
         on_frame_uc(f, from);
-        return;
+        return true;
     }
     const auto now = transport::Clock::now();
     if (is_response(f.header.opcode)) {
         if (!snd_) {
             ++ctr_.dropped;
-            return;
+            return true;
         }
         if (f.header.opcode == wire::Opcode::read_response_first ||
             f.header.opcode == wire::Opcode::read_response_middle ||
@@ -483,9 +482,10 @@ void Qp::on_frame(const wire::Frame& f, transport::Port& from) noexcept {
         } else {
             on_ack_frame(f, now);
         }
-        return;
+        return true;
     }
     on_request(f, from, now);
+    return true;
 }
 
 }  // namespace tbv::verbs

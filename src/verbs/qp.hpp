@@ -107,7 +107,7 @@ public:
     /// Whether pump() has anything to do (WQEs queued, frames unacknowledged, responses owed).
     bool busy() const noexcept;
 
-    void on_frame(const transport::wire::Frame& f, transport::Port& from) noexcept override;
+    bool on_frame(const transport::wire::Frame& f, transport::Port& from) noexcept override;
 
 private:
     friend class Srq;
@@ -212,7 +212,8 @@ private:
     // qp_unreliable.cpp: UC and UD.
     bool pump_unreliable() noexcept;
     void on_frame_uc(const transport::wire::Frame& f, transport::Port& from) noexcept;
-    void on_frame_ud(const transport::wire::Frame& f, transport::Port& from) noexcept;
+    /// false: no receive WQE posted yet (the port keeps the datagram for a while).
+    bool on_frame_ud(const transport::wire::Frame& f, transport::Port& from) noexcept;
     RecvWqe* next_recv() noexcept;  ///< the receive WQE the next message takes (UC/UD)
     void consume_recv() noexcept;   ///< ...and its removal once completed
     transport::Port* uc_port() noexcept;

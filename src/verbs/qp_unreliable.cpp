@@ -193,26 +193,27 @@ void Qp::on_frame_uc(const wire::Frame& f, transport::Port& /*from*/) noexcept {
     }
 }
 
-void Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
+bool Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
     const wire::Header& h = f.header;
     const QpState st = sm_.state();
     if (!wire::opcode_info(static_cast<std::uint8_t>(h.opcode)).deth ||
         (st != QpState::rtr && st != QpState::rts && st != QpState::sqd)) {
         ++ctr_.dropped;
         from.count_drop(transport::DropReason::bad_state);
-        return;
+        return true;
     }
     if (h.qkey != qkey_) {
         ++ctr_.qkey_drops;
         from.count_drop(transport::DropReason::qkey);
-        return;
+        return true;
     }
-    ++ctr_.rx_frames;
     RecvWqe* r = next_recv();
     if (r == nullptr) {
-        ++ctr_.dropped;  // UD: no receive posted, the datagram is gone
-        return;
+        // No receive posted yet: the port keeps the datagram (its RX buffer stays taken, so
+        // the sender runs out of credit) until one is, or until kParkLimit passes.
+        return false;
     }
+    ++ctr_.rx_frames;
     const bool imm = h.opcode == wire::Opcode::ud_send_only_imm;
     WcStatus st_wc = r->status;
     if (st_wc == WcStatus::success && h.payload_len + kGrhSize > r->total) {
@@ -225,6 +226,7 @@ void Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
     complete_recv(*r, st_wc, h.payload_len + kGrhSize, h.imm, imm, false,
                   (h.flags & wire::kFlagSolicited) != 0, &from, h.src_qpn);
     consume_recv();
+    return true;
 }
 
 }  // namespace tbv::verbs

@@ -267,3 +267,62 @@ TEST_CASE("verbs srq: several RC QPs share receives; limit event", "[emu][verbs]
     }
     CHECK(limit);
 }
+
+TEST_CASE("verbs ud: a burst larger than the posted receives waits instead of being dropped",
+          "[emu][verbs]") {
+    VerbsPair p;
+    p.cable->set_faults({});
+    Qp* qa = typed_qp(p.a, QpType::ud);
+    Qp* qb = typed_qp(p.b, QpType::ud);
+    ud_up(*p.a.ctx, *qa, 7);
+    ud_up(*p.b.ctx, *qb, 7);
+    AddressVector av;
+    av.dlid = p.b.ctx->lid();
+    av.port_num = 1;
+    Ah* ah = take(p.a.ctx->create_ah(*p.a.pd, av));
+    constexpr unsigned kTotal = 600, kPosted = 32, kLen = 1024;
+    std::vector<std::byte> src(kTotal * kLen), rx(kPosted * (kLen + 40));
+    for (unsigned i = 0; i < kTotal; ++i) {
+        std::memcpy(src.data() + i * kLen, &i, sizeof i);
+    }
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    for (unsigned k = 0; k < kPosted; ++k) {
+        recv(p.b, qb, nullptr, *rm, rx.data() + k * (kLen + 40), kLen + 40, k);
+    }
+    std::vector<bool> seen(kTotal, false);
+    unsigned sent = 0, done = 0, got = 0;
+    std::array<Wc, 64> wc{};
+    const auto end = std::chrono::steady_clock::now() + 60s;
+    while (got < kTotal && std::chrono::steady_clock::now() < end) {
+        while (sent < kTotal && sent - done < 60) {  // keep the sender far ahead of the receives
+            Sge g{addr(src.data() + sent * kLen), kLen, sm->lkey()};
+            SendWr s;
+            s.wr_id = sent;
+            s.sg_list = &g;
+            s.num_sge = 1;
+            s.opcode = WrOpcode::send;
+            s.send_flags = kSendSignaled;
+            s.ah = ah;
+            s.remote_qpn = qb->qpn();
+            s.remote_qkey = 7;
+            REQUIRE(p.a.ctx->post_send(*qa, s));
+            ++sent;
+        }
+        done += p.a.ctx->poll_cq(*p.a.cq, wc);
+        const unsigned k = p.b.ctx->poll_cq(*p.b.cq, wc);
+        for (unsigned j = 0; j < k; ++j) {
+            REQUIRE(wc[j].status == WcStatus::success);
+            const auto slot = static_cast<unsigned>(wc[j].wr_id);
+            unsigned id = 0;
+            std::memcpy(&id, rx.data() + slot * (kLen + 40) + 40, sizeof id);
+            REQUIRE(id < kTotal);
+            CHECK_FALSE(seen[id]);
+            seen[id] = true;
+            ++got;
+            recv(p.b, qb, nullptr, *rm, rx.data() + slot * (kLen + 40), kLen + 40, slot);
+        }
+    }
+    CHECK(got == kTotal);
+    CHECK(qb->counters().dropped == 0);
+}
