@@ -8,8 +8,10 @@
 //   tbv status --trace-demo  two emulated hosts in this process, one cable, the discovery trace
 //   tbv trace                  step by step, then both hosts' status (for newcomers, bug reports)
 //
-// On VFIO-bound controllers the same report comes with the provider (the CM needs a process that
-// keeps the NHI); until then `tbv status` says so instead of printing nothing.
+// Every mode but the trace demo also shows the running tbverbs processes: each verbs context
+// publishes its per-port and per-QP counters in a shared-memory file (src/verbs/stats_shm.hpp,
+// docs/counters.md), one table per process (`processes` in the JSON). Without --emu that is all
+// `tbv status` shows: on VFIO-bound controllers the CM lives in the process that holds the NHI.
 #include <unistd.h>
 
 #include <array>
@@ -28,7 +30,9 @@
 
 #include "nhi/frame_pool.hpp"
 #include "tools/commands.hpp"
+#include "tools/process_stats.hpp"
 #include "tools/status.hpp"
+#include "verbs/stats_shm.hpp"
 
 namespace tbv::tools {
 
@@ -80,7 +84,16 @@ std::uint64_t random_uid() {
     return 0x0438'020e'0000'0000ull | rd();
 }
 
-int no_controller() {
+int no_controller(const StatusOptions& o) {
+    const auto procs = processes_json(verbs::stats_dir());
+    if (o.json) {
+        std::fputs((nlohmann::json{{"processes", procs}}.dump(2) + "\n").c_str(), stdout);
+    } else {
+        std::fputs(render_processes(procs).c_str(), stdout);
+    }
+    if (!procs.empty()) {
+        return 0;
+    }
     std::size_t vfio = 0;
     for (const auto& h : list_hosts(false)) {
         vfio += h.fn.driver == "vfio-pci" ? 1 : 0;
@@ -93,9 +106,10 @@ int no_controller() {
         return 1;
     }
     std::fputs(
-        "tbv status: nothing to show: no emulated host (TBV_EMU=<cable> or --emu <cable>) and no "
-        "USB4 host interface bound to vfio-pci (see `tbv list`)\n",
-        stdout);
+        "tbv status: nothing to show: no tbverbs process running, no emulated host "
+        "(TBV_EMU=<cable> or --emu <cable>) and no USB4 host interface bound to vfio-pci (see "
+        "`tbv list`)\n",
+        o.json ? stderr : stdout);
     return 0;
 }
 
@@ -129,11 +143,12 @@ int run_emu(const StatusOptions& o) {
     const bool up = poll_until(
                         poll, [&] { return st.settled(); }, t0 + seconds(o.timeout_s)) ||
                     st.any_up();
-    const auto j = status_json(st, o.emu);
+    auto j = status_json(st, o.emu);
+    j["processes"] = processes_json(verbs::stats_dir());
     if (o.json) {
         std::fputs((j.dump(2) + "\n").c_str(), stdout);
     } else {
-        std::fputs(render_status(j).c_str(), stdout);
+        std::fputs((render_status(j) + render_processes(j["processes"])).c_str(), stdout);
     }
     std::fflush(stdout);
     if (!up) {
@@ -279,7 +294,9 @@ void add_status_command(CLI::App& app, int& exit_code) {
     static StatusOptions o;
     static bool trace_demo = false;
     auto* cmd = app.add_subcommand(
-        "status", "Show controllers: router, adapters and lanes, peers, rails and counters");
+        "status",
+        "Show controllers (router, adapters and lanes, peers, rails, counters) and the port and QP "
+        "counters of every running tbverbs process");
     cmd->add_option("--emu", o.emu,
                     "Run as an emulated host plugged into this shared-memory cable (or TBV_EMU)");
     cmd->add_flag("--json", o.json, "Machine-readable output");
@@ -303,7 +320,7 @@ void add_status_command(CLI::App& app, int& exit_code) {
                 o.emu = e;
             }
         }
-        exit_code = o.emu.empty() ? no_controller() : run_emu(o);
+        exit_code = o.emu.empty() ? no_controller(o) : run_emu(o);
     });
 
     auto* trace = app.add_subcommand(

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "verbs/stats_shm.hpp"
+
 namespace tbv::verbs {
 
 namespace {
@@ -64,6 +66,9 @@ Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions o
         return Failure{mrs.error()};
     }
     c->mrs_ = std::move(*mrs);
+    if (c->opts_.publish_stats) {
+        c->stats_ = StatsPublisher::start(*c, dev.name());  // null if off or impossible
+    }
     if (c->opts_.cm_thread) {
         c->cm_thread_ = std::thread([self] { self->cm_loop(); });
     }
@@ -77,6 +82,7 @@ Context::~Context() {
     if (cm_thread_.joinable()) {
         cm_thread_.join();
     }
+    stats_.reset();  // removes the counters file
     // QPs before the objects they name; the CM (rails) before the fabric's ports go.
     qps_.clear();
     ahs_.clear();
@@ -95,13 +101,21 @@ void Context::cm_loop() {
             std::lock_guard g(cm_mu_);
             cm_->poll();
         }
+        if (stats_) {
+            stats_->tick(*this);
+        }
         std::this_thread::sleep_for(opts_.cm_period);
     }
 }
 
 void Context::poll_cm() {
-    std::lock_guard g(cm_mu_);
-    cm_->poll();
+    {
+        std::lock_guard g(cm_mu_);
+        cm_->poll();
+    }
+    if (stats_ && !opts_.cm_thread) {  // otherwise the CM thread publishes
+        stats_->tick(*this);
+    }
 }
 
 bool Context::port_active() {

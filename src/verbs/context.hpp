@@ -49,6 +49,9 @@ struct ContextOptions {
     DeviceLimits limits = kDefaultLimits;
     bool cm_thread = true;
     std::chrono::nanoseconds cm_period = std::chrono::milliseconds(2);
+    /// Counters in a shared-memory file for `tbv status` (verbs/stats_shm.hpp); TBV_STATS=0 in
+    /// the environment turns it off as well.
+    bool publish_stats = true;
 };
 
 /// Counters of one port (rail or loopback) at a moment (tbv status, tests).
@@ -71,6 +74,8 @@ struct QpStats {
     transport::Sender::Counters sender{};      ///< RC only
     transport::Receiver::Counters receiver{};  ///< RC only
 };
+
+class StatsPublisher;
 
 struct AsyncEvent {
     AsyncEventType type = AsyncEventType::port_active;
@@ -179,6 +184,7 @@ private:
     std::condition_variable ev_cv_;
     std::deque<AsyncEvent> events_;
 
+    std::unique_ptr<StatsPublisher> stats_;  ///< written by the CM thread (or poll_cm)
     std::atomic<bool> stop_{false};
     std::thread cm_thread_;
 };

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // `tbv status` run as the real program (TBV_BIN): the in-process discovery trace, and two
 // processes that are two emulated hosts on one shared-memory cable.
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -155,7 +156,14 @@ TEST_CASE("two tbv status --emu processes on one cable: link up, each names the 
 
 TEST_CASE("tbv status without an emulated host or a VFIO-bound NHI says so", "[emu][tbv]") {
     REQUIRE_FALSE(tbv_bin().empty());
+    // No tbverbs process either: an empty stats directory (other tests' contexts publish theirs
+    // in /dev/shm meanwhile).
+    char dir[] = "/tmp/tbv-status-none-XXXXXX";
+    REQUIRE(::mkdtemp(dir) != nullptr);
+    ::setenv("TBV_STATS_DIR", dir, 1);
     const Run r = finish(start("status 2>&1"));
+    ::unsetenv("TBV_STATS_DIR");
+    ::rmdir(dir);
     // A machine with a VFIO-bound NHI gets the "not yet" error instead of "nothing to show".
     const bool nothing = r.status == 0 && r.out.find("nothing to show") != std::string::npos;
     const bool vfio =
