@@ -211,8 +211,14 @@ TEST_CASE("verbs faults: a 50 ms unplug during a transfer, then the cable gone f
     CHECK(wc[0].status == WcStatus::success);
     CHECK(same_bytes(dst, src));
 
-    // Gone for good: the QP runs out of retries and flushes what is queued, never hangs.
+    // Gone for good: the QP runs out of retries and flushes what is queued, never hangs (a
+    // fresh QP pair with perftest's timeout 14, retry 7: about half a second).
     REQUIRE(p.wait_up());
+    ConnectParams perftest;
+    perftest.timeout = 14;
+    qa = p.a.qp();
+    qb = p.b.qp();
+    connect(p.a, *qa, p.b, *qb, perftest);
     p.cable->unplug();
     REQUIRE(p.a.ctx->post_send(*qa, write_wr(g, addr(dst.data()), dm->rkey(), 2)));
     REQUIRE(p.a.ctx->post_send(*qa, write_wr(g, addr(dst.data()), dm->rkey(), 3)));
