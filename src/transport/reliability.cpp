@@ -405,8 +405,11 @@ void Receiver::advance(TimePoint now) noexcept {
         ++unacked_;
     }
     if (expected_ != before) {
-        // The hole (if any) moved: its NAK state starts over.
+        // The hole (if any) moved: its NAK state starts over, and a NAK decided for the old
+        // hole but not sent yet is moot (sent now it would name a PSN the sender never sent,
+        // be ignored, and take the place of the ACK that is due).
         nak_sent_ = false;
+        nak_pending_ = false;
         ooo_ = 0;
         if (psn::before(expected_, highest_)) {
             gap_since_ = now;

@@ -425,11 +425,16 @@ void Context::progress() noexcept {
 void Context::progress_locked() noexcept {
     (void)fabric_->poll();
     const auto now = transport::Clock::now();
-    for (const auto& q : qps_) {
-        if (q->busy()) {
-            (void)q->pump(now);
+    // Each QP gets a bounded turn (kPumpBudget frames), starting one further each round, so
+    // QPs sharing rails share their credits.
+    const std::size_t n = qps_.size();
+    for (std::size_t k = 0; k < n; ++k) {
+        Qp& q = *qps_[(next_qp_ + k) % n];
+        if (q.busy()) {
+            (void)q.pump(now);
         }
     }
+    next_qp_ = n == 0 ? 0 : (next_qp_ + 1) % n;
     fabric_->flush();
 }
 

@@ -179,6 +179,7 @@ private:
     std::vector<std::unique_ptr<Ah>> ahs_;
     std::vector<std::unique_ptr<CompChannel>> channels_;
     std::uint32_t next_handle_ = 1;
+    std::size_t next_qp_ = 0;  ///< first QP of the next progress round (fairness)
 
     std::mutex ev_mu_;
     std::condition_variable ev_cv_;

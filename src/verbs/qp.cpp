@@ -399,7 +399,7 @@ void Qp::flush_all() noexcept {
         ++rq_head_;
     }
     flush_bound();
-    resp_head_ = resp_tail_ = 0;
+    drop_responses();
 }
 
 void Qp::reset_queues() noexcept {
@@ -416,7 +416,7 @@ void Qp::reset_queues() noexcept {
     rq_head_ = rq_tail_ = 0;
     push_frame_ = 0;
     pend_head_ = pend_tail_ = 0;
-    resp_head_ = resp_tail_ = 0;
+    drop_responses();
     snd_.reset();
     rcv_.reset();
     peer_ = nullptr;

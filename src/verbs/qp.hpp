@@ -196,8 +196,9 @@ private:
                        const transport::Port* ud_from = nullptr,
                        std::uint32_t ud_src_qp = 0) noexcept;
     void release(Seg* segs, std::uint32_t n) noexcept;
-    void flush_bound() noexcept;  ///< SRQ WQEs held by this QP complete with WR_FLUSH_ERR
-    void drop_bound() noexcept;   ///< ...or go back to the SRQ unused (RESET, destroy)
+    void flush_bound() noexcept;     ///< SRQ WQEs held by this QP complete with WR_FLUSH_ERR
+    void drop_responses() noexcept;  ///< answers owed to the peer are dropped, MR refs released
+    void drop_bound() noexcept;      ///< ...or go back to the SRQ unused (RESET, destroy)
 
     // qp_requester.cpp
     bool push_frames(transport::TimePoint now) noexcept;

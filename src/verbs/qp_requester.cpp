@@ -81,7 +81,7 @@ bool Qp::push_frames(transport::TimePoint /*now*/) noexcept {
 bool Qp::transmit(transport::TimePoint now) noexcept {
     bool did = false;
     transport::TxFrame tf;
-    for (;;) {
+    for (unsigned budget = kPumpBudget; budget != 0; --budget) {
         transport::Port* port = nullptr;
         if (peer_->up()) {
             port = peer_->pick(false);

@@ -271,6 +271,7 @@ void Qp::deliver() noexcept {
 
 bool Qp::respond(transport::TimePoint /*now*/) noexcept {
     bool did = false;
+    unsigned budget = kPumpBudget;
     while (resp_head_ != resp_tail_) {
         Response& x = responses_[resp_head_ % responses_.size()];
         if (x.revoked) {
@@ -286,6 +287,9 @@ bool Qp::respond(transport::TimePoint /*now*/) noexcept {
                 x.port = nullptr;  // its rail went away: the rest goes on another port
             }
             while (x.sent < span) {
+                if (budget == 0) {
+                    return did;  // other QPs' turn; the rest goes in the next round
+                }
                 if (!peer_->up()) {
                     ++ctr_.no_route;
                     x.sent = span;  // lost; the requester's retry asks again
@@ -327,6 +331,7 @@ bool Qp::respond(transport::TimePoint /*now*/) noexcept {
                     ctr_.tx_bytes += plen;
                 }
                 ++x.sent;
+                --budget;
                 did = true;
             }
         } else {
@@ -442,6 +447,19 @@ void Qp::revoke(const Mr* mr) noexcept {
             x.revoked = true;
         }
     }
+}
+
+void Qp::drop_responses() noexcept {
+    // Answers still owed hold MR references: give them back (a destroyed or failed QP answers
+    // nothing more, and its MRs must stay deregistrable).
+    for (std::uint32_t i = resp_head_; i != resp_tail_; ++i) {
+        Response& x = responses_[i % responses_.size()];
+        if (x.mr != nullptr) {
+            x.mr->release();
+            x.mr = nullptr;
+        }
+    }
+    resp_head_ = resp_tail_ = 0;
 }
 
 void Qp::flush_bound() noexcept {

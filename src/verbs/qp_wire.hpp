@@ -25,6 +25,9 @@ inline constexpr std::uint32_t kReadChunkFrames = kPsnWindow / 4;
 inline constexpr std::uint32_t kReadChunk = kReadChunkFrames * kSegment;
 /// Records of accepted last frames (indexed by PSN mod kRecordRing; the window is no larger).
 inline constexpr std::uint32_t kRecordRing = kPsnWindow;
+/// Frames one QP may put on the wire per round of progress (requests, and READ responses):
+/// QPs sharing a rail take turns instead of the first one filling every credit.
+inline constexpr unsigned kPumpBudget = 64;
 /// Largest UD datagram: the port's active MTU (one frame always holds it with its headers).
 inline constexpr std::uint32_t kUdMtu = 2048;
 /// IB: a UD receive buffer starts with 40 bytes reserved for the GRH; the payload follows.
