@@ -127,9 +127,31 @@ bool Fabric::on_frame(const wire::Frame& f, Port& from) noexcept {
 }
 
 unsigned Fabric::poll() noexcept {
+    ++round_;
     unsigned n = 0;
-    for (const Owned& o : ports_) {
-        n += o.port->poll(*this);
+    // Ports holding a refused frame go first, the longest waiting first: the receive WQEs the
+    // application just posted belong to the oldest waiting datagram. Polled in a fixed order,
+    // the first rail's new frames took every receive and a frame waiting on another rail
+    // reached kParkLimit and was dropped.
+    for (;;) {
+        Owned* oldest = nullptr;
+        for (Owned& o : ports_) {
+            if (o.polled != round_ && o.port->holding() &&
+                (oldest == nullptr || o.port->held_since() < oldest->port->held_since())) {
+                oldest = &o;
+            }
+        }
+        if (oldest == nullptr) {
+            break;
+        }
+        oldest->polled = round_;
+        n += oldest->port->poll(*this);
+    }
+    for (Owned& o : ports_) {
+        if (o.polled != round_) {
+            o.polled = round_;
+            n += o.port->poll(*this);
+        }
     }
     return n;
 }

@@ -107,6 +107,7 @@ private:
         std::unique_ptr<Port> port;
         unsigned adapter = 0;  ///< link (lane adapter) the rail belongs to; 0 for loopback
         Peer* peer = nullptr;
+        std::uint64_t polled = 0;  ///< last poll round that polled it
     };
     void rebuild_peer(Peer& p);
 
@@ -118,6 +119,7 @@ private:
     std::vector<QpSink*> qps_;        ///< by slot
     std::vector<std::uint32_t> qpn_;  ///< full QPN per slot (0: free)
     std::uint32_t generation_ = 1;
+    std::uint64_t round_ = 0;
     std::uint32_t next_port_id_ = 0;
 };
 

@@ -128,6 +128,10 @@ public:
     std::uint16_t peer_lid() const noexcept { return peer_lid_; }
     void set_peer_lid(std::uint16_t lid) noexcept { peer_lid_ = lid; }
     std::uint32_t data_credits() const noexcept { return gate_.data_credits(); }
+    /// A frame was refused and waits at the head of this port (see kParkLimit).
+    bool holding() const noexcept { return head_accounted_; }
+    /// When the waiting frame was first refused (meaningful while holding()).
+    TimePoint held_since() const noexcept { return parked_since_; }
 
 protected:
     Port(std::uint32_t id, std::uint32_t peer_posted, std::uint32_t local_posted) noexcept
@@ -143,6 +147,7 @@ protected:
     bool park_expired() const noexcept { return Clock::now() - parked_since_ > kParkLimit; }
 
     TimePoint parked_since_{};
+    bool head_accounted_ = false;  ///< the head frame was received and refused (parked)
 
     CreditGate gate_;
     CreditGrant grant_;
@@ -191,7 +196,6 @@ private:
     std::array<nhi::RxCompletion, kPortBatch> parked_{};
     unsigned nparked_ = 0;
     unsigned parked_pos_ = 0;
-    bool head_accounted_ = false;
 };
 
 /// Loopback: frames committed are received by the same device's next poll().
@@ -211,9 +215,8 @@ private:
     std::uint32_t depth_;
     std::vector<std::byte> buf_;
     std::vector<std::uint32_t> len_;
-    std::uint32_t head_ = 0;       ///< next frame to receive
-    std::uint32_t tail_ = 0;       ///< next slot to fill
-    bool head_accounted_ = false;  ///< the head frame was received and refused (parked)
+    std::uint32_t head_ = 0;  ///< next frame to receive
+    std::uint32_t tail_ = 0;  ///< next slot to fill
 };
 
 }  // namespace tbv::transport
