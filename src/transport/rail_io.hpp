@@ -50,7 +50,7 @@ enum class DropReason : std::uint8_t {
     wrong_peer,  ///< the QP is connected elsewhere (another peer, or another source QP)
     bad_state,   ///< the QP cannot take frames in its state
     qkey,        ///< UD: Q_Key mismatch
-    no_recv,     ///< UD: no receive WQE posted within kParkLimit (the frame waited parked)
+    no_recv,     ///< UD: no receive WQE posted for kUdStarveLimit (the frame waited parked)
     count_,
 };
 const char* to_string(DropReason r) noexcept;
@@ -66,11 +66,13 @@ struct PortCounters {
     std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count_)> drops{};
 };
 
-/// How long a port keeps a frame its QP cannot take yet (a UD datagram with no receive WQE
+/// How long a port keeps a frame its handler refuses (a UD datagram whose QP has no receive WQE
 /// posted) before dropping it. While a frame is parked its RX buffer is not re-posted and the
 /// port stops taking frames, so the credit scheme pauses the sender instead of the frame being
-/// lost; the limit bounds how long one slow QP can hold up the other QPs on the rail.
-inline constexpr std::chrono::milliseconds kParkLimit{20};
+/// lost. The QP itself drops a datagram once it has had no receive for 20 ms straight
+/// (verbs::kUdStarveLimit); this is only the backstop bounding how long any handler can hold up
+/// the rail, long enough that a process descheduled between two polls never trips it.
+inline constexpr std::chrono::milliseconds kParkLimit{1000};
 
 class Port;
 /// Receives every well-formed frame a port polled (the payload is only valid during the call).

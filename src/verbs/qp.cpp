@@ -107,10 +107,35 @@ Result<void> Qp::modify(const QpAttr& attr, std::uint32_t mask) {
                 }
             }
             break;
+        case QpState::sqd: enter_sqd(); break;
         case QpState::err: to_error(); break;
         default: break;
     }
     return ok();
+}
+
+void Qp::enter_sqd() noexcept {
+    // A message already partly on the wire is finished (a receiver cannot take half of it);
+    // the ones not begun stay queued.
+    sq_stop_ = sq_push_ + (push_frame_ != 0 ? 1 : 0);
+    drain_notify_ = sm_.attr().en_sqd_async_notify != 0;
+    check_drained();
+}
+
+std::uint64_t Qp::sq_limit() const noexcept {
+    return sm_.state() == QpState::sqd ? sq_stop_ : sq_tail_;
+}
+
+bool Qp::sq_draining() const noexcept {
+    return sm_.state() == QpState::sqd && sq_done_ < sq_stop_;
+}
+
+void Qp::check_drained() noexcept {
+    if (drain_notify_ && sm_.state() == QpState::sqd && sq_done_ >= sq_stop_) {
+        drain_notify_ = false;
+        ud_starved_ = false;
+        env_.async(AsyncEventType::sq_drained, qpn_);
+    }
 }
 
 Result<void> Qp::enter_rtr() {
@@ -412,7 +437,8 @@ void Qp::reset_queues() noexcept {
         release(r.segs, r.nseg);
     }
     drop_bound();
-    sq_done_ = sq_push_ = sq_tail_ = 0;
+    sq_done_ = sq_push_ = sq_tail_ = sq_stop_ = 0;
+    drain_notify_ = false;
     rq_head_ = rq_tail_ = 0;
     push_frame_ = 0;
     pend_head_ = pend_tail_ = 0;
@@ -432,7 +458,12 @@ bool Qp::busy() const noexcept {
 bool Qp::pump(transport::TimePoint now) noexcept {
     const QpState st = sm_.state();
     if (type() != QpType::rc) {
-        return (st == QpState::rts || st == QpState::sqd) && pump_unreliable();
+        if (st != QpState::rts && st != QpState::sqd) {
+            return false;
+        }
+        const bool did = pump_unreliable();
+        check_drained();
+        return did;
     }
     bool did = false;
     if (rcv_ && (st == QpState::rtr || st == QpState::rts || st == QpState::sqd)) {
@@ -442,11 +473,10 @@ bool Qp::pump(transport::TimePoint now) noexcept {
     }
     if (snd_ && (st == QpState::rts || st == QpState::sqd)) {
         snd_->poll(now);
-        if (st == QpState::rts) {
-            did |= push_frames(now);
-        }
+        did |= push_frames(now);  // up to sq_limit(): in SQD only a message already begun
         did |= transmit(now);
         did |= retire(now);
+        check_drained();
     }
     return did;
 }

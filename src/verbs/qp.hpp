@@ -106,6 +106,9 @@ public:
     bool pump(transport::TimePoint now) noexcept;
     /// Whether pump() has anything to do (WQEs queued, frames unacknowledged, responses owed).
     bool busy() const noexcept;
+    /// In SQD and WQEs that had begun when it was entered are still outstanding
+    /// (ibv_qp_attr.sq_draining).
+    bool sq_draining() const noexcept;
 
     bool on_frame(const transport::wire::Frame& f, transport::Port& from) noexcept override;
 
@@ -187,6 +190,10 @@ private:
     // qp.cpp: control path.
     Result<void> enter_rtr();
     Result<void> enter_rts();
+    void enter_sqd() noexcept;
+    /// End of the WQEs the requester may start now (sq_stop_ in SQD).
+    std::uint64_t sq_limit() const noexcept;
+    void check_drained() noexcept;
     void to_error() noexcept;
     void flush_all() noexcept;
     void reset_queues() noexcept;
@@ -255,6 +262,10 @@ private:
     std::vector<std::byte> sq_inline_;  ///< max_inline per WQE
     std::uint64_t sq_done_ = 0, sq_push_ = 0, sq_tail_ = 0;
     std::uint32_t push_frame_ = 0;  ///< next frame of WQE sq_push_ to push
+    // SQD (IB 10.3.1 "Send Queue Drain"): the WQEs before sq_stop_ had begun when the QP
+    // entered SQD and are finished; later ones wait for the return to RTS.
+    std::uint64_t sq_stop_ = 0;
+    bool drain_notify_ = false;     ///< raise IBV_EVENT_SQ_DRAINED once sq_stop_ is reached
     std::uint32_t ssn_tx_ = 0;      ///< next receive sequence number we send
     std::vector<Pending> pending_;  ///< ring, capacity max_rd_atomic
     std::uint32_t pend_head_ = 0, pend_tail_ = 0;
@@ -266,6 +277,9 @@ private:
     std::vector<RecvWqe> rq_;
     std::vector<Seg> rq_segs_;
     std::uint64_t rq_head_ = 0, rq_tail_ = 0;
+    // UD: since when datagrams found no receive WQE (see kUdStarveLimit).
+    bool ud_starved_ = false;
+    transport::TimePoint ud_starved_since_{};
     std::uint32_t ssn_rx_ = 0;    ///< SSN of the oldest receive WQE not yet completed
     std::vector<RecvWqe> bound_;  ///< SRQ WQEs taken for messages in flight (by SSN)
 

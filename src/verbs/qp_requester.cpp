@@ -34,7 +34,8 @@ std::uint32_t chunk_len(std::uint32_t len, std::uint32_t chunk) noexcept {
 
 bool Qp::push_frames(transport::TimePoint /*now*/) noexcept {
     bool did = false;
-    while (sq_push_ != sq_tail_) {
+    const std::uint64_t end = sq_limit();
+    while (sq_push_ != end) {
         SendWqe& w = sq_[sq_push_ % sq_.size()];
         if (w.status != WcStatus::success) {
             break;  // completes with its error once everything before it has (retire)
@@ -219,7 +220,7 @@ bool Qp::retire(transport::TimePoint /*now*/) noexcept {
         return true;
     }
     // A WQE that failed its local checks at post time completes once all before it did.
-    if (sq_done_ != sq_tail_ && sq_done_ == sq_push_ && snd_->idle()) {
+    if (sq_done_ != sq_limit() && sq_done_ == sq_push_ && snd_->idle()) {
         SendWqe& w = sq_[sq_done_ % sq_.size()];
         if (w.status != WcStatus::success) {
             complete_send(w, w.status);

@@ -64,7 +64,8 @@ void Qp::consume_recv() noexcept {
 
 bool Qp::pump_unreliable() noexcept {
     bool did = false;
-    while (sq_push_ != sq_tail_) {
+    const std::uint64_t end = sq_limit();
+    while (sq_push_ != end) {
         SendWqe& w = sq_[sq_push_ % sq_.size()];
         if (w.status != WcStatus::success) {
             complete_send(w, w.status);
@@ -210,9 +211,19 @@ bool Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
     RecvWqe* r = next_recv();
     if (r == nullptr) {
         // No receive posted yet: the port keeps the datagram (its RX buffer stays taken, so
-        // the sender runs out of credit) until one is, or until kParkLimit passes.
+        // the sender runs out of credit) until one is, unless we have starved too long.
+        const transport::TimePoint now = transport::Clock::now();
+        if (!ud_starved_) {
+            ud_starved_ = true;
+            ud_starved_since_ = now;
+        } else if (now - ud_starved_since_ > kUdStarveLimit) {
+            ++ctr_.dropped;
+            from.count_drop(transport::DropReason::no_recv);
+            return true;
+        }
         return false;
     }
+    ud_starved_ = false;
     ++ctr_.rx_frames;
     const bool imm = h.opcode == wire::Opcode::ud_send_only_imm;
     WcStatus st_wc = r->status;

@@ -2,6 +2,7 @@
 // Constants and small helpers shared by the QP's control path, requester and responder.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 
@@ -32,6 +33,12 @@ inline constexpr unsigned kPumpBudget = 64;
 inline constexpr std::uint32_t kUdMtu = 2048;
 /// IB: a UD receive buffer starts with 40 bytes reserved for the GRH; the payload follows.
 inline constexpr std::uint32_t kGrhSize = 40;
+/// A UD datagram waits (parked in its port, the sender paused by credits) while its QP has no
+/// receive WQE; once the QP has had none for this long straight, the datagram is dropped
+/// (no_recv), so an application that stopped posting receives cannot hold a rail. Measured from
+/// the first refusal since a receive was last taken, not from when this datagram arrived: frames
+/// on another rail may take the freshly posted receives first.
+inline constexpr std::chrono::milliseconds kUdStarveLimit{20};
 /// SRQ WQEs one QP may hold for messages still arriving (by SSN mod this).
 inline constexpr std::uint32_t kBindRing = 64;
 

@@ -326,3 +326,82 @@ TEST_CASE("verbs ud: a burst larger than the posted receives waits instead of be
     CHECK(got == kTotal);
     CHECK(qb->counters().dropped == 0);
 }
+
+TEST_CASE("verbs ud: a QP that posts no receive loses its datagrams, not the rail",
+          "[emu][verbs]") {
+    VerbsPair p;
+    p.cable->set_faults({});
+    Qp* ua = typed_qp(p.a, QpType::ud);
+    Qp* ub = typed_qp(p.b, QpType::ud);
+    ud_up(*p.a.ctx, *ua, 7);
+    ud_up(*p.b.ctx, *ub, 7);
+    AddressVector av;
+    av.dlid = p.b.ctx->lid();
+    av.port_num = 1;
+    Ah* ah = take(p.a.ctx->create_ah(*p.a.pd, av));
+    // An RC pair on the same cable, sharing its rails with the UD traffic.
+    Qp* ra = typed_qp(p.a, QpType::rc);
+    Qp* rb = typed_qp(p.b, QpType::rc);
+    connect(p.a, *ra, p.b, *rb);
+    constexpr std::size_t kLen = 1024;
+    std::vector<std::byte> src = pattern(kLen, 5), dst(kLen + 40), wdst(kLen);
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), kLen, kAccessLocalWrite));
+    Mr* dm = take(p.b.ctx->reg_mr(*p.b.pd, dst.data(), dst.size(), kAccessLocalWrite));
+    Mr* wm =
+        take(p.b.ctx->reg_mr(*p.b.pd, wdst.data(), kLen, kAccessLocalWrite | kAccessRemoteWrite));
+    Sge g{addr(src.data()), kLen, sm->lkey()};
+    auto send_ud = [&](std::uint64_t id) {
+        SendWr s;
+        s.wr_id = id;
+        s.sg_list = &g;
+        s.num_sge = 1;
+        s.opcode = WrOpcode::send;
+        s.send_flags = kSendSignaled;
+        s.ah = ah;
+        s.remote_qpn = ub->qpn();
+        s.remote_qkey = 7;
+        REQUIRE(p.a.ctx->post_send(*ua, s));
+    };
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        send_ud(i);
+    }
+    // b posts no receive: its datagrams wait, then are dropped once it has starved for
+    // kUdStarveLimit; the WRITE behind them on the rail still lands.
+    SendWr w;
+    w.wr_id = 99;
+    w.sg_list = &g;
+    w.num_sge = 1;
+    w.opcode = WrOpcode::rdma_write;
+    w.send_flags = kSendSignaled;
+    w.remote_addr = addr(wdst.data());
+    w.rkey = wm->rkey();
+    REQUIRE(p.a.ctx->post_send(*ra, w));
+    auto wc = wait_wc(p.a, *p.a.cq, 4, {&p.b}, 30s);
+    REQUIRE(wc.size() == 4);
+    for (const Wc& c : wc) {
+        CHECK(c.status == WcStatus::success);
+    }
+    CHECK(std::memcmp(src.data(), wdst.data(), kLen) == 0);
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (ub->counters().dropped < 3 && std::chrono::steady_clock::now() < end) {
+        p.b.ctx->progress();
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(ub->counters().dropped == 3);
+    std::vector<PortStats> ports;
+    std::vector<QpStats> qps;
+    p.b.ctx->snapshot(ports, qps);
+    std::uint64_t no_recv = 0;
+    for (const PortStats& s : ports) {
+        no_recv += s.counters.drops[static_cast<std::size_t>(transport::DropReason::no_recv)];
+    }
+    CHECK(no_recv == 3);
+    // Once a receive is posted, the next datagram arrives.
+    recv(p.b, ub, nullptr, *dm, dst.data(), dst.size(), 7);
+    send_ud(3);
+    auto got = wait_wc(p.b, *p.b.cq, 1, {&p.a}, 30s);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].wr_id == 7);
+    CHECK(got[0].status == WcStatus::success);
+    CHECK(std::memcmp(src.data(), dst.data() + 40, kLen) == 0);
+}
