@@ -344,7 +344,7 @@ void ShmCable::send(const WirePacket& p) noexcept {
             if (q.kind == WireKind::data) {
                 oversize = q.data.size() > kDataPayload;
                 for (unsigned i = 0; i < copies && !oversize; ++i) {
-                    ok = push(map_->data[to], q, pull) || (ok && i > 0);
+                    ok = send_data_locked(q, pull) || (ok && i > 0);
                 }
             } else {
                 oversize = q.data.size() > kCtlPayload;
@@ -392,7 +392,7 @@ void ShmCable::send_batch(std::span<const WirePacket> ps) noexcept {
             const bool data = p.kind == WireKind::data;
             if (p.data.size() > (data ? kDataPayload : kCtlPayload)) {
                 ++oversize;
-            } else if (data ? push(map_->data[to], p, pull) : push(map_->ctl[to], p, pull)) {
+            } else if (data ? send_data_locked(p, pull) : push(map_->ctl[to], p, pull)) {
                 ++sent;
             } else {
                 ++full;
@@ -407,6 +407,57 @@ void ShmCable::send_batch(std::span<const WirePacket> ps) noexcept {
     stats_.sent += sent;
     stats_.full_drops += full;
     stats_.oversize_drops += oversize;
+}
+
+bool ShmCable::flush_held_locked() noexcept {
+    auto& q = map_->data[1 - side_];
+    while (!held_.empty()) {
+        HeldFrame& h = held_.front();
+        h.p.data = h.bytes;
+        if (!push(q, h.p, h.pull)) {
+            return false;
+        }
+        held_.pop_front();
+    }
+    has_held_.store(false, std::memory_order_relaxed);
+    return true;
+}
+
+bool ShmCable::send_data_locked(const WirePacket& p, std::uint32_t pull) noexcept {
+    auto& q = map_->data[1 - side_];
+    if ((held_.empty() || flush_held_locked()) && push(q, p, pull)) {
+        return true;
+    }
+    // The peer's queue is full: the frame waits here, behind the others (link flow control).
+    if (held_.size() >= kMaxHeldFrames) {
+        return false;
+    }
+    try {
+        HeldFrame& h = held_.emplace_back();
+        h.p = p;
+        h.bytes.assign(p.data.begin(), p.data.end());
+        h.pull = pull;
+    } catch (...) {
+        return false;  // no memory: lost, as before flow control
+    }
+    has_held_.store(true, std::memory_order_relaxed);
+    std::lock_guard lk(stats_mu_);
+    ++stats_.held;
+    return true;
+}
+
+void ShmCable::discard_held() noexcept {
+    std::size_t n = 0;
+    {
+        std::lock_guard lk(send_mu_);
+        n = held_.size();
+        held_.clear();
+        has_held_.store(false, std::memory_order_relaxed);
+    }
+    if (n != 0) {
+        std::lock_guard lk(stats_mu_);
+        stats_.held_discards += n;
+    }
 }
 
 bool ShmCable::process_alive(pid_t pid) noexcept {
@@ -460,6 +511,7 @@ void ShmCable::check_peer(Clock::Duration now) noexcept {
         // The peer restarted between two checks: a replug.
         peer_alive_ = false;
         discard_incoming();
+        discard_held();  // for the process that went away, not the one that came
         {
             std::lock_guard lk(stats_mu_);
             ++stats_.peer_losses;
@@ -470,6 +522,7 @@ void ShmCable::check_peer(Clock::Duration now) noexcept {
     }
     if (!alive) {
         discard_incoming();
+        discard_held();
     }
     peer_gen_ = gen;
     peer_alive_ = alive;
@@ -563,6 +616,10 @@ void ShmCable::poll() noexcept {
         check_peer(now);
     }
     check_pull(now);
+    if (has_held_.load(std::memory_order_relaxed)) {
+        std::lock_guard slk(send_mu_);  // order: poll_mu_, then send_mu_
+        (void)flush_held_locked();
+    }
     if (present_.load(std::memory_order_relaxed)) {
         const unsigned n = drain();
         if (n != 0) {

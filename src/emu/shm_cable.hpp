@@ -28,6 +28,17 @@
 // when the receiver reaches it (both counted as unplugged_drops). Deterministic with a
 // ManualClock: the pull and the replug happen in the puller's poll, the other end follows at its
 // next poll.
+//
+// Flow control: a data frame that finds the peer's data queue full is not lost. It waits in this
+// end, in order behind any that already wait, and goes out at the next send or poll as slots
+// free up; only a backlog beyond kMaxHeldFrames (a peer that stopped reading), a peer that went
+// away, or the cable being pulled discards it. A USB4 link does the same with its link-level
+// flow control: a frame is held back, never discarded, while the far side has no buffer for it.
+// The transport's rail credits bound what any one RX ring can receive, but not what all the rails
+// of a cable can have on the way at once (2 rails × 255 credits > the queue's 256 slots): before
+// this, a burst of UD datagrams while the receiving process was descheduled overflowed the queue
+// and the datagrams were lost with only full_drops to show for it (ib_send_bw -c UD hung; RC hid
+// the loss behind retransmissions).
 #pragma once
 
 #include <sys/types.h>
@@ -35,11 +46,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "emu/clock.hpp"
 #include "emu/faults.hpp"
@@ -62,7 +75,9 @@ struct ShmCableConfig {
 struct ShmCableStats {
     std::uint64_t sent = 0;
     std::uint64_t received = 0;
-    std::uint64_t full_drops = 0;      ///< the peer's queue was full
+    std::uint64_t full_drops = 0;      ///< the peer's queue was full and kMaxHeldFrames wait
+    std::uint64_t held = 0;            ///< data frames that waited for a slot (flow control)
+    std::uint64_t held_discards = 0;   ///< waiting frames discarded (peer gone or replugged)
     std::uint64_t oversize_drops = 0;  ///< larger than a slot
     std::uint64_t peer_losses = 0;     ///< peer seen gone (death, close, restart)
     std::uint64_t peer_arrivals = 0;
@@ -75,6 +90,9 @@ struct ShmCableStats {
 
 class ShmCable final : public CableEnd {
 public:
+    /// Data frames that may wait in this end for the peer's queue (see "Flow control"): more than
+    /// every rail credit of one link (kMaxRailsPerLink rings of 256) can have on the way.
+    static constexpr std::size_t kMaxHeldFrames = 4096;
     /// Opens (creating if needed) the cable file and takes an end. Errc-style failures: the file
     /// cannot be created or mapped, has a foreign layout, or both ends are held by live processes
     /// (std::errc::device_or_resource_busy).
@@ -111,6 +129,13 @@ private:
     void discard_incoming() noexcept;
     void notify() noexcept;
     unsigned drain() noexcept;
+    /// send_mu_ held. Queues a data frame behind those waiting; false if it is lost (backlog
+    /// full, or no memory).
+    bool send_data_locked(const WirePacket& p, std::uint32_t pull) noexcept;
+    /// send_mu_ held. Moves waiting frames into the peer's queue while it has slots; true if
+    /// none wait any more.
+    bool flush_held_locked() noexcept;
+    void discard_held() noexcept;
 
     const std::string path_;
     const ShmCableConfig cfg_;
@@ -125,7 +150,14 @@ private:
 
     std::mutex send_mu_;    ///< one producer per queue within this process
     FaultInjector faults_;  ///< send_mu_ held
-    std::mutex poll_mu_;    ///< one consumer; also guards the liveness and pull state below
+    struct HeldFrame {
+        WirePacket p;  ///< p.data is re-pointed at `bytes` when it goes out
+        std::vector<std::byte> bytes;
+        std::uint32_t pull = 0;  ///< pull state it was sent in
+    };
+    std::deque<HeldFrame> held_;         ///< send_mu_ held; oldest first
+    std::atomic<bool> has_held_{false};  ///< !held_.empty(), read by poll without the lock
+    std::mutex poll_mu_;  ///< one consumer; also guards the liveness and pull state below
     Clock::Duration next_check_{0};
     bool peer_alive_ = false;  ///< liveness (pid, generation, heartbeat); present_ also needs
                                ///< the cable not to be pulled

@@ -129,6 +129,18 @@ TEST_CASE("perftest ib_write_bw -c UC", "[provider][perftest]") {
     run_pair("ib_write_bw", {"-c", "UC", "-n", "2000"});
 }
 
+// UD: the server posts a receive for every datagram (perftest's RX depth is -n for UD) and
+// counts completions, so one datagram lost anywhere hangs it. 5000 datagrams keep both rails'
+// credits (2 x 239 in flight) above the shared-memory cable's 256 slots per direction for
+// long stretches: the cable must hold frames back, not drop them.
+TEST_CASE("perftest ib_send_bw -c UD", "[provider][perftest]") {
+    run_pair("ib_send_bw", {"-c", "UD", "-n", "5000"});
+}
+
+TEST_CASE("perftest ib_send_lat -c UD", "[provider][perftest]") {
+    run_pair("ib_send_lat", {"-c", "UD"});
+}
+
 TEST_CASE("perftest ib_write_lat -I 128 (inline size)", "[provider][perftest]") {
     run_pair("ib_write_lat", {"-I", "128"});
 }

@@ -329,6 +329,47 @@ TEST_CASE("credits: gate and grant, losses do not leak credits", "[unit][transpo
     CHECK(gate.limit() == 30);
 }
 
+TEST_CASE("credits: a receive-only peer keeps the sender going with CREDIT updates alone",
+          "[unit][transport][credits]") {
+    // One rail, UD style: A only sends data, B only receives and answers with CREDIT frames when
+    // update_due() says so (Fabric::flush). B consumes frames in bursts, as a process that polls
+    // now and then does; every credit it returns must reach A, and A must never overrun B's ring.
+    constexpr std::uint32_t kPosted = 255;
+    constexpr std::uint32_t kRes = 16;
+    CreditGate gate_a(CreditGrant::initial_limit(kPosted, kRes), kRes);  // A's view of B's ring
+    CreditGrant grant_b(kPosted, kRes);
+    const std::uint32_t threshold = kPosted / 4;
+    std::deque<std::uint16_t> ring_b;  // frames waiting in B's RX ring
+    std::uint64_t sent = 0, consumed = 0, credit_frames = 0;
+    std::mt19937_64 rng(7);
+    while (consumed < 100'000) {
+        while (gate_a.can_send_data() && sent < 100'000) {
+            ring_b.push_back(gate_a.on_sent());
+            ++sent;
+        }
+        REQUIRE(ring_b.size() <= kPosted);  // never more than the descriptors posted
+        // B polls: takes up to a batch, re-posts the buffers, maybe sends a CREDIT frame.
+        const auto batch = static_cast<std::size_t>(rng() % 64);
+        std::uint32_t n = 0;
+        for (; n < batch && !ring_b.empty(); ++n) {
+            grant_b.on_frame(ring_b.front());
+            ring_b.pop_front();
+        }
+        grant_b.on_reposted(n);
+        consumed += n;
+        if (grant_b.update_due(threshold)) {
+            gate_a.on_credit(grant_b.credit_field());
+            ++credit_frames;
+        }
+        if (n == 0 && ring_b.empty() && !gate_a.can_send_data() && sent < 100'000) {
+            FAIL("deadlock: A has no credit while B's ring is empty");
+        }
+    }
+    CHECK(sent == consumed);
+    // About one CREDIT frame per quarter ring consumed, not one per frame.
+    CHECK(credit_frames <= consumed / threshold + 1);
+}
+
 // ---- deterministic simulation ------------------------------------------------------------------
 
 namespace {
