@@ -159,6 +159,23 @@ std::optional<PciFunction> read_function(const std::string& bdf) {
     return f;
 }
 
+std::vector<std::string> vfio_bound_usb4_hosts() {
+    // PCI class 0x0c0340: serial bus controller, USB, programming interface 0x40 = USB4 host
+    // interface (USB4 §13.1; hw::kClassUsb4Nhi). Older Thunderbolt 3 NHIs report class 0x088000
+    // and need the firmware connection manager, which tbverbs cannot drive: not listed.
+    constexpr std::uint32_t kUsb4HostClass = 0x0c0340;
+    std::vector<std::string> out;
+    for (const std::string& bdf : pci_devices()) {
+        if (read_hex(device_path(bdf, "class")).value_or(0) != kUsb4HostClass) {
+            continue;
+        }
+        if (driver(bdf) == "vfio-pci") {
+            out.push_back(bdf);
+        }
+    }
+    return out;  // pci_devices() is sorted
+}
+
 bool iommu_present() {
     std::error_code ec;
     fs::directory_iterator it(root() + "/sys/class/iommu", ec);

@@ -49,6 +49,11 @@ std::vector<std::string> group_members(int group);
 /// Name of the bound driver, "" if none.
 std::string driver(const std::string& bdf);
 
+/// The USB4 host interfaces (class 0x0c0340) bound to vfio-pci, sorted by address: the NHIs a
+/// tbverbs process may open. Cheap (a directory listing and three small reads per function);
+/// an unreadable sysfs is an empty list, never an error.
+std::vector<std::string> vfio_bound_usb4_hosts();
+
 /// True if any IOMMU is registered (/sys/class/iommu has entries).
 bool iommu_present();
 /// True if vfio's enable_unsafe_noiommu_mode parameter is Y.

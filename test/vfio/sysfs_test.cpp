@@ -39,3 +39,24 @@ TEST_CASE("read_function reads IDs, class, driver and IOMMU group from sysfs") {
     CHECK_FALSE(sysfs::read_function("0000:00:1f.0"));
     CHECK(sysfs::iommu_present());
 }
+
+TEST_CASE("vfio_bound_usb4_hosts lists USB4 NHIs bound to vfio-pci, by address") {
+    {
+        tbv::test::FakeSysfs fake;
+        CHECK(sysfs::vfio_bound_usb4_hosts().empty());  // no PCI function at all
+        fake.add("0000:c4:00.6", 0x1022, 0x1669, 0x0c0340, "vfio-pci", 12);    // AMD NHI1
+        fake.add("0000:00:0d.2", 0x8086, 0xa73e, 0x0c0340, "vfio-pci", 7);     // Intel NHI0
+        fake.add("0000:00:0d.3", 0x8086, 0xa76d, 0x0c0340, "thunderbolt", 7);  // kernel's
+        fake.add("0000:c4:00.5", 0x1022, 0x1668, 0x0c0340, "", 11);            // no driver
+        fake.add("0000:05:00.0", 0x8086, 0x15eb, 0x088000, "vfio-pci", 3);     // TB3: other class
+        fake.add("0000:01:00.0", 0x10de, 0x2204, 0x030000, "vfio-pci", 1);     // a GPU
+        const auto hosts = sysfs::vfio_bound_usb4_hosts();
+        REQUIRE(hosts.size() == 2);
+        CHECK(hosts[0] == "0000:00:0d.2");
+        CHECK(hosts[1] == "0000:c4:00.6");
+    }
+    // A root with no sysfs at all: nothing, and no error.
+    ::setenv("TBV_SYSFS_ROOT", "/nonexistent-tbv-sysfs", 1);
+    CHECK(sysfs::vfio_bound_usb4_hosts().empty());
+    ::unsetenv("TBV_SYSFS_ROOT");
+}
