@@ -1,16 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
-// Devices: discovery from the environment, opening (the shared Instance), and the device ops
-// libibverbs calls (alloc_context with cmd_fd = -1 because our devices have no sysfs entry,
-// uninit_device).
+// Devices: discovery, opening (the shared Instance), and the device ops libibverbs calls
+// (alloc_context with cmd_fd = -1 because our devices have no sysfs entry, uninit_device).
+//
+// Discovery, once per process, in this order (names tbv0, tbv1, … follow it):
+//  1. the emulated host of TBV_EMU=<cable>[/a|/b], if set: a program told `-d tbv0` with TBV_EMU
+//     gets the emulator on any machine, whatever hardware it has;
+//  2. every USB4 host interface (PCI class 0x0c0340) bound to vfio-pci, by PCI address, unless
+//     TBV_VFIO=0. Listing one opens nothing (another process may be using it); whether a peer is
+//     connected shows in the port state once it is opened.
+// No device and no error message when there is neither.
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
+#include "gid.hpp"
 #include "private_abi.hpp"
 #include "provider.hpp"
+#include "util/crc32c.hpp"
+#include "vfio/error.hpp"
+#include "vfio/pci_sysfs.hpp"
+#include "vfio/vfio_device.hpp"
 
 namespace tbv::provider {
 
@@ -22,7 +35,7 @@ void copy_name(char* dst, std::size_t cap, const std::string& s) {
     dst[n] = '\0';
 }
 
-Device* make_device(unsigned index, std::string spec) {
+Device* make_device(unsigned index, std::string spec, std::uint64_t guid) {
     auto* d = new Device();
     ibv_device& ib = d->vdev.device;
     ib.node_type = IBV_NODE_CA;
@@ -37,21 +50,53 @@ Device* make_device(unsigned index, std::string spec) {
     d->vdev.sysfs = nullptr;
     d->vdev.core_support = pabi34::kCoreSupportOptionalMrAccess;
     d->spec = std::move(spec);
-    d->guid = detail::random_emu_uid();
+    d->guid = guid;
     return d;
+}
+
+/// A node GUID for a VFIO function, stable across runs on this machine: the router's UID is
+/// only known once the device is opened (the connection manager reads it), and listing must not
+/// open anything. Bits 63..56 are 0x02, as in a locally administered EUI-64.
+std::uint64_t vfio_guid(const std::string& bdf) {
+    std::string seed = bdf;
+    if (std::ifstream f("/etc/machine-id"); f) {
+        std::string id;
+        std::getline(f, id);
+        seed += id;
+    }
+    const auto bytes = std::as_bytes(std::span(seed.data(), seed.size()));
+    const std::uint64_t hi = util::crc32c(bytes, 0x7462'7600u);
+    const std::uint64_t lo = util::crc32c(bytes);
+    return (std::uint64_t{0x02} << 56) | ((hi & 0x00ff'ffffu) << 32) | lo;
 }
 
 std::vector<Device*> discover() {
     std::vector<Device*> out;
-    // VFIO-bound NHIs come first once the provider drives real hardware (tbv0…); then the
-    // emulated host of TBV_EMU.
     if (const char* emu = std::getenv("TBV_EMU"); emu != nullptr && *emu != '\0') {
         std::string why;
         if (auto spec = detail::parse_emu_spec(emu, why); spec) {
-            out.push_back(
-                make_device(static_cast<unsigned>(out.size()), std::string("emu:") + emu));
+            out.push_back(make_device(static_cast<unsigned>(out.size()), std::string("emu:") + emu,
+                                      detail::random_emu_uid()));
         } else {
             std::fprintf(stderr, "tbverbs: TBV_EMU='%s' ignored: %s\n", emu, why.c_str());
+        }
+    }
+    const char* use_vfio = std::getenv("TBV_VFIO");
+    if (use_vfio == nullptr || std::strcmp(use_vfio, "0") != 0) {
+        for (const std::string& bdf : vfio::sysfs::vfio_bound_usb4_hosts()) {
+            out.push_back(
+                make_device(static_cast<unsigned>(out.size()), "vfio:" + bdf, vfio_guid(bdf)));
+        }
+    }
+    // The RoCE-style GID mode: one address per device, in this order (gid.hpp).
+    if (const char* addrs = std::getenv("TBV_GID_ADDR"); addrs != nullptr && *addrs != '\0') {
+        std::string why;
+        if (auto v = parse_gid_addrs(addrs, why)) {
+            for (std::size_t i = 0; i < v->size() && i < out.size(); ++i) {
+                out[i]->gid_ipv4 = (*v)[i];
+            }
+        } else {
+            std::fprintf(stderr, "tbverbs: TBV_GID_ADDR='%s' ignored: %s\n", addrs, why.c_str());
         }
     }
     return out;
@@ -77,6 +122,34 @@ std::shared_ptr<Instance> Device::acquire(int& err) {
     if (auto inst = open.lock()) {
         return inst;
     }
+    verbs::ContextOptions options;
+    if (gid_ipv4 != 0) {
+        options.cm.host.services.push_back(addr_service(gid_ipv4));  // peers resolve our GID
+    }
+    auto inst = std::make_shared<Instance>();
+    constexpr std::string_view kVfio = "vfio:";
+    if (std::string_view(spec).starts_with(kVfio)) {
+        const std::string bdf = spec.substr(kVfio.size());
+        auto dev = vfio::VfioDevice::open(bdf);
+        if (!dev) {
+            err = to_errno(dev.error());
+            std::fprintf(stderr, "tbverbs: %s (%s): %s: %s\n", vdev.device.name, bdf.c_str(),
+                         dev.error().message().c_str(), vfio::last_error_detail().c_str());
+            return nullptr;
+        }
+        options.cm.host.device_name = detail::emu_host_name();  // this machine's host name
+        auto ctx = verbs::Context::open(**dev, std::move(options));
+        if (!ctx) {
+            err = to_errno(ctx.error());
+            std::fprintf(stderr, "tbverbs: %s (%s): cannot bring up the USB4 stack: %s\n",
+                         vdev.device.name, bdf.c_str(), ctx.error().message().c_str());
+            return nullptr;
+        }
+        inst->vfio = std::move(*dev);
+        inst->vfio_ctx = std::move(*ctx);
+        open = inst;
+        return inst;
+    }
     constexpr std::string_view kEmu = "emu:";
     std::string why;
     auto spec_r = detail::parse_emu_spec(std::string_view(spec).substr(kEmu.size()), why);
@@ -86,14 +159,14 @@ std::shared_ptr<Instance> Device::acquire(int& err) {
         return nullptr;
     }
     auto emu = detail::open_emu_device(
-        *spec_r, std::string(vdev.device.name) + "-" + std::to_string(::getpid()), guid, {}, why);
+        *spec_r, std::string(vdev.device.name) + "-" + std::to_string(::getpid()), guid,
+        std::move(options), why);
     if (!emu) {
         err = to_errno(emu.error());
         std::fprintf(stderr, "tbverbs: %s (%s): %s: %s\n", vdev.device.name, spec.c_str(),
                      emu.error().message().c_str(), why.c_str());
         return nullptr;
     }
-    auto inst = std::make_shared<Instance>();
     inst->emu = std::move(*emu);
     open = inst;
     return inst;

@@ -68,12 +68,20 @@ ibv_device** ibv_get_device_list(int* num_devices) {
     int n_ours = 0;
     ibv_device** our_list = tbvdv_get_device_list(&n_ours);
     if (our_list == nullptr || n_ours == 0) {
+        const bool we_answered = our_list != nullptr;  // not refused (another private ABI)
         std::free(our_list);
         if (num_devices != nullptr) {
             *num_devices = real_list != nullptr ? n_real : 0;
         }
+        if (real_list == nullptr && real_errno == ENOSYS && we_answered) {
+            // libibverbs found no kernel RDMA stack, and we have no device either: an empty
+            // list, as on a machine with RDMA but no device (ibv_devices prints its header, not
+            // "Failed to get IB devices list: Function not implemented"). Our devices need no
+            // kernel stack, so its absence is not an error once we are loaded.
+            return static_cast<ibv_device**>(std::calloc(1, sizeof(ibv_device*)));
+        }
         errno = real_errno;
-        return real_list;  // nothing of ours: exactly what libibverbs says (NULL + ENOSYS too)
+        return real_list;  // nothing of ours: what libibverbs says
     }
     // Real devices first, ours after. The entries' references move into the merged array, so
     // the two originals are freed with free(), not ibv_free_device_list().
@@ -149,7 +157,9 @@ int ibv_query_gid_type(ibv_context* context, uint8_t port_num, unsigned int inde
             errno = EINVAL;
             return -1;
         }
-        *type = IBV_GID_TYPE_SYSFS_IB_ROCE_V1;  // an IB GID
+        // IB and RoCE v1 GIDs share one sysfs type; RoCE v2 is the RoCE-style mode's.
+        *type = e.gid_type == IBV_GID_TYPE_ROCE_V2 ? IBV_GID_TYPE_SYSFS_ROCE_V2
+                                                   : IBV_GID_TYPE_SYSFS_IB_ROCE_V1;
         return 0;
     }
     TBV_NEXT(ibv_query_gid_type, "IBVERBS_PRIVATE_34");

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <new>
 
+#include "gid.hpp"
 #include "private_abi.hpp"
 #include "provider.hpp"
 
@@ -61,6 +62,27 @@ verbs::AddressVector to_av(const ibv_ah_attr& a) {
     av.port_num = a.port_num;
     av.is_global = a.is_global != 0;
     return av;
+}
+
+/// Converts an address and names its peer: the DLID, or for a GRH with DLID 0 (RoCE style,
+/// gid.hpp) the host whose GID is the DGID. 0 or an errno: EINVAL for a source GID index other
+/// than 0, EHOSTUNREACH for a DGID no connected host has.
+int to_resolved_av(Context& ctx, const ibv_ah_attr& a, verbs::AddressVector& av) {
+    av = to_av(a);
+    if (a.is_global == 0) {
+        return 0;
+    }
+    if (a.grh.sgid_index != 0) {
+        return EINVAL;  // one GID per port
+    }
+    if (a.dlid == 0) {
+        const Device& d = ctx.device();
+        av.dlid = resolve_gid(ctx.core(), d.gid_ipv4, d.guid, a.grh.dgid);
+        if (av.dlid == 0) {
+            return EHOSTUNREACH;
+        }
+    }
+    return 0;
 }
 
 ibv_ah_attr from_av(const verbs::AddressVector& av) {
@@ -155,7 +177,8 @@ int query_port(ibv_context* context, std::uint8_t port_num, ibv_port_attr* p) no
     p->bad_pkey_cntr = 0;
     p->qkey_viol_cntr = 0;
     p->pkey_tbl_len = 1;
-    p->lid = ctx.core().lid();
+    const bool roce = ctx.device().gid_ipv4 != 0;
+    p->lid = roce ? 0 : ctx.core().lid();  // RoCE-style ports address peers by GID only
     p->sm_lid = 0;
     p->lmc = 0;
     p->max_vl_num = 1;  // VL0 only
@@ -165,7 +188,7 @@ int query_port(ibv_context* context, std::uint8_t port_num, ibv_port_attr* p) no
     p->active_width = 2;             // 4X
     p->active_speed = 4;             // QDR: 4 × 10 = 40 Gb/s, a USB4 Gen3 link (2 lanes × 20)
     p->phys_state = active ? 5 : 2;  // LinkUp : Polling
-    p->link_layer = IBV_LINK_LAYER_INFINIBAND;
+    p->link_layer = roce ? IBV_LINK_LAYER_ETHERNET : IBV_LINK_LAYER_INFINIBAND;
     p->flags = 0;
     p->port_cap_flags2 = 0;
     return 0;
@@ -459,7 +482,13 @@ int modify_qp(ibv_qp* qp, ibv_qp_attr* attr, int mask) noexcept {
     a.dest_qp_num = attr->dest_qp_num;
     a.qp_access_flags = attr->qp_access_flags;
     a.cap = to_caps(attr->cap);
-    a.ah_attr = to_av(attr->ah_attr);
+    if ((mask & IBV_QP_AV) != 0) {
+        if (const int e =
+                guarded([&] { return to_resolved_av(*q->ctx, attr->ah_attr, a.ah_attr); });
+            e != 0) {
+            return e;
+        }
+    }
     a.pkey_index = attr->pkey_index;
     a.en_sqd_async_notify = attr->en_sqd_async_notify;
     a.max_rd_atomic = attr->max_rd_atomic;
@@ -551,7 +580,11 @@ ibv_ah* create_ah(ibv_pd* pd, ibv_ah_attr* attr) noexcept {
             return EINVAL;
         }
         Context& ctx = to_ctx(pd->context);
-        auto ah = ctx.core().create_ah(*to_pd(pd)->core, to_av(*attr));
+        verbs::AddressVector av;
+        if (const int e = to_resolved_av(ctx, *attr, av); e != 0) {
+            return e;
+        }
+        auto ah = ctx.core().create_ah(*to_pd(pd)->core, av);
         if (!ah) {
             return to_errno(ah.error());
         }
@@ -638,10 +671,7 @@ int query_gid(Context& ctx, unsigned port, unsigned index, ibv_gid& gid) noexcep
     if (port != 1 || index != 0) {
         return EINVAL;
     }
-    // The IB port GID: link-local subnet prefix fe80::/64, then the port GUID (= node GUID).
-    gid = ibv_gid{};
-    gid.global.subnet_prefix = htobe64(0xfe80'0000'0000'0000ull);
-    gid.global.interface_id = htobe64(ctx.device().guid);
+    gid = port_gid(ctx.device().gid_ipv4, ctx.device().guid);
     return 0;
 }
 

@@ -16,12 +16,14 @@
 // Threads. The data path (post_*, poll_cq) runs on the application's threads through the core
 // Context, which serialises them with its lock. Each context has one service thread: it forwards
 // async events and completion-channel events into the pipes libibverbs reads, and drives progress
-// when the application has not for a while (a process that is only the target of RDMA WRITEs, or
-// that spins on memory as ib_write_lat does, must still receive frames and send ACKs). It sleeps
-// between rounds (TBV_PROGRESS_US, default 50 µs); it never spins. On a machine whose cores are
-// all taken by spinning application threads (two perftest processes on two cores), its wakeups are
-// what bounds latency: the way out is to sleep on the RX interrupt (an MSI-X eventfd on hardware,
-// a cross-process doorbell on the shared-memory cable) instead of a timer — not done yet.
+// when the application does not (a process that is only the target of RDMA WRITEs, or that spins
+// on memory as ib_write_lat does, must still receive frames and send ACKs). It never spins: it
+// sleeps in verbs::Context::wait() on the rails' RX interrupt (an MSI-X eventfd; on the emulator
+// the shared-memory cable's doorbell wakes the NHI model, which raises it), the channels' fds and
+// the next transport timer, with TBV_PROGRESS_US as the longest sleep. While the application
+// polls by itself and the interrupts only wake the thread for frames the application already
+// took in, it backs off to a timer instead (context.cpp). TBV_PROGRESS=timer restores the fixed
+// period of earlier versions (TBV_PROGRESS_US, default 50 µs there).
 #pragma once
 
 #include <atomic>
@@ -46,14 +48,19 @@ namespace tbv::provider {
 // ---- devices --------------------------------------------------------------------------------
 
 struct Instance {
-    detail::EmuDevice emu;  ///< host, then the context on it (destroyed first)
-    verbs::Context& core() const noexcept { return *emu.ctx; }
+    detail::EmuDevice emu;  ///< an emulated host: host, then the context on it (destroyed first)
+    /// Or a VFIO-bound NHI: the function, then the context on it (destroyed first).
+    std::unique_ptr<hw::Device> vfio;
+    std::unique_ptr<verbs::Context> vfio_ctx;
+    verbs::Context& core() const noexcept { return vfio_ctx ? *vfio_ctx : *emu.ctx; }
 };
 
 struct Device {
     pabi34::verbs_device vdev{};  ///< first: libibverbs casts ibv_device* to it
-    std::string spec;             ///< "emu:<cable>[/a|/b]"
+    std::string spec;             ///< "emu:<cable>[/a|/b]" or "vfio:<PCI address>"
     std::uint64_t guid = 0;       ///< node GUID (host byte order): the router UID
+    /// RoCE-style GID mode (TBV_GID_ADDR): the IPv4 address of GID 0 (host byte order), 0: IB.
+    std::uint32_t gid_ipv4 = 0;
     std::mutex mu;
     std::weak_ptr<Instance> open;  ///< the running instance, if any context holds it
 
@@ -171,9 +178,17 @@ private:
     /// before mu_ (never the other way round).
     std::mutex chan_mu_;
     std::vector<CompChannel*> channels_;
-    std::chrono::microseconds period_{200};       ///< service round while idle
-    std::chrono::microseconds active_period_{5};  ///< ...while it moves frames itself
-    std::thread service_;                         ///< last: joined first
+    // The service thread's policy (TBV_PROGRESS, TBV_PROGRESS_US; context.cpp) and what it did.
+    bool irq_progress_ = true;  ///< sleep on the RX interrupt; false: a fixed period
+    std::chrono::microseconds period_{50};  ///< timer mode: the period; irq mode: longest sleep
+    std::vector<int> chan_fds_;             ///< service thread only: the channels' fds
+    struct ServiceStats {
+        std::uint64_t waits[5] = {};  ///< by verbs::WaitOutcome
+        std::uint64_t rounds = 0;     ///< progress rounds run for the application
+        std::uint64_t useful_irqs = 0;
+        std::uint64_t backoffs = 0;  ///< timer sleeps while the application polled by itself
+    } sstats_;  ///< service thread only; printed at close with TBV_PROGRESS_STATS=1
+    std::thread service_;  ///< last: joined first
 };
 
 inline Context& to_ctx(ibv_context* c) noexcept {

@@ -97,7 +97,9 @@ int tbvdv_query_gid_ex(ibv_context* context, uint32_t port_num, uint32_t gid_ind
     entry->gid = gid;
     entry->gid_index = gid_index;
     entry->port_num = port_num;
-    entry->gid_type = IBV_GID_TYPE_IB;
+    // An IPv4-mapped GID is what RoCE v2 uses (gid.hpp); otherwise an IB GID.
+    entry->gid_type =
+        to_ctx(context).device().gid_ipv4 != 0 ? IBV_GID_TYPE_ROCE_V2 : IBV_GID_TYPE_IB;
     entry->ndev_ifindex = 0;
     return 0;
 }

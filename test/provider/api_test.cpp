@@ -29,6 +29,7 @@ void use_cable() {
     static const bool once = [] {
         ::setenv("TBV_EMU", cable.name().c_str(), 1);
         ::setenv("TBV_LINK_WAIT_MS", "0", 1);
+        ::setenv("TBV_VFIO", "0", 1);  // tbv0 only, on machines with NHIs bound to vfio-pci too
         return true;
     }();
     (void)once;
@@ -254,4 +255,65 @@ TEST_CASE("interposer: ibv_get_device_list has tbv0; ibv_import_device does not 
     CHECK(ibv_import_device(fd) == nullptr);
     CHECK(errno == ENODEV);
     ::close(fd);
+}
+
+TEST_CASE("address handles: a GRH with DLID 0 names its host by GID", "[provider]") {
+    Opened o;
+    ibv_context* ctx = o.ctx;
+    ibv_pd* pd = ibv_alloc_pd(ctx);
+    REQUIRE(pd != nullptr);
+    ibv_gid own{};
+    REQUIRE(ibv_query_gid(ctx, 1, 0, &own) == 0);
+    ibv_ah_attr a{};
+    a.is_global = 1;
+    a.grh.dgid = own;
+    a.grh.hop_limit = 1;
+    a.port_num = 1;
+    a.dlid = 0;
+    ibv_ah* ah = ibv_create_ah(pd, &a);  // our own GID: loopback
+    REQUIRE(ah != nullptr);
+    CHECK(ibv_destroy_ah(ah) == 0);
+    a.grh.dgid.raw[15] ^= 1;  // nobody's
+    errno = 0;
+    CHECK(ibv_create_ah(pd, &a) == nullptr);
+    CHECK(errno == EHOSTUNREACH);
+    a.grh.dgid = own;
+    a.grh.sgid_index = 1;  // the table has one GID
+    errno = 0;
+    CHECK(ibv_create_ah(pd, &a) == nullptr);
+    CHECK(errno == EINVAL);
+
+    // The same for a connected QP's path (modify_qp to RTR).
+    ibv_cq* cq = ibv_create_cq(ctx, 4, nullptr, nullptr, 0);
+    REQUIRE(cq != nullptr);
+    ibv_qp_init_attr ia{};
+    ia.send_cq = cq;
+    ia.recv_cq = cq;
+    ia.qp_type = IBV_QPT_RC;
+    ia.cap = {1, 1, 1, 1, 0};
+    ibv_qp* qp = ibv_create_qp(pd, &ia);
+    REQUIRE(qp != nullptr);
+    ibv_qp_attr m{};
+    m.qp_state = IBV_QPS_INIT;
+    m.port_num = 1;
+    REQUIRE(ibv_modify_qp(
+                qp, &m, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) == 0);
+    m = ibv_qp_attr{};
+    m.qp_state = IBV_QPS_RTR;
+    m.path_mtu = IBV_MTU_1024;
+    m.dest_qp_num = qp->qp_num;
+    m.max_dest_rd_atomic = 1;
+    m.min_rnr_timer = 12;
+    m.ah_attr.is_global = 1;
+    m.ah_attr.grh.dgid = own;
+    m.ah_attr.grh.dgid.raw[15] ^= 1;
+    m.ah_attr.port_num = 1;
+    const int mask = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                     IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER;
+    CHECK(ibv_modify_qp(qp, &m, mask) == EHOSTUNREACH);
+    m.ah_attr.grh.dgid = own;
+    CHECK(ibv_modify_qp(qp, &m, mask) == 0);  // connected to itself, by GID
+    CHECK(ibv_destroy_qp(qp) == 0);
+    CHECK(ibv_destroy_cq(cq) == 0);
+    CHECK(ibv_dealloc_pd(pd) == 0);
 }

@@ -45,8 +45,11 @@ bool has_result_row(const std::string& out) {
     return p < out.size() && out[p] >= '0' && out[p] <= '9';
 }
 
-/// Runs `prog args...` as server and client on a fresh cable; checks both.
-void run_pair(const std::string& prog, const std::vector<std::string>& args) {
+/// Runs `prog args...` as server and client on a fresh cable; checks both. `srv_env` and
+/// `cli_env` are added to each side's environment.
+void run_pair(const std::string& prog, const std::vector<std::string>& args,
+              const std::vector<std::string>& srv_env = {},
+              const std::vector<std::string>& cli_env = {}) {
     if (!tbv::test::have_program(prog)) {
         TBV_SKIP("perftest not installed (scripts/deps provider)");
     }
@@ -59,12 +62,16 @@ void run_pair(const std::string& prog, const std::vector<std::string>& args) {
     srv.insert(srv.end(), args.begin(), args.end());
     std::vector<std::string> cli = srv;
     cli.push_back("127.0.0.1");
-    Proc server(srv, env);
+    auto se = env;
+    se.insert(se.end(), srv_env.begin(), srv_env.end());
+    auto ce = env;
+    ce.insert(ce.end(), cli_env.begin(), cli_env.end());
+    Proc server(srv, se);
     // perftest's client does not retry its TCP connect: the server goes first, by more than the
     // 2 s within which the provider counts a process as the second of a pair (it then lets the
     // first one reach listen() before returning from the port query).
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-    Proc client(cli, env);
+    Proc client(cli, ce);
     const ProcResult c = client.finish(std::chrono::seconds(120));
     const ProcResult s = server.finish(std::chrono::seconds(30));
     CHECK_OUT(c.status == 0, c.out);
@@ -163,6 +170,23 @@ TEST_CASE("perftest ib_write_bw -s 1048576", "[provider][perftest]") {
 
 TEST_CASE("perftest ib_write_bw -a (every size 2 B to 8 MiB)", "[provider][perftest]") {
     run_pair("ib_write_bw", {"-a", "-n", "50"});
+}
+
+// ---- the RoCE-style GID mode (TBV_GID_ADDR): link layer Ethernet, peers addressed by GID
+// ---------
+
+TEST_CASE("perftest ib_write_bw -x 0 (RoCE-style GIDs)", "[provider][perftest][roce]") {
+    run_pair("ib_write_bw", {"-x", "0", "-n", "2000"}, {"TBV_GID_ADDR=10.0.0.1"},
+             {"TBV_GID_ADDR=10.0.0.2"});
+}
+
+TEST_CASE("perftest ib_send_bw -c UD (RoCE-style GIDs: address handles by GID)",
+          "[provider][perftest][roce]") {
+    run_pair("ib_send_bw", {"-c", "UD"}, {"TBV_GID_ADDR=10.0.0.1"}, {"TBV_GID_ADDR=10.0.0.2"});
+}
+
+TEST_CASE("perftest ib_read_lat -x 0 (IB mode with a GRH)", "[provider][perftest]") {
+    run_pair("ib_read_lat", {"-x", "0"});
 }
 
 // ---- qperf ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "../vfio/fake_sysfs.hpp"
 #include "catch.hpp"
 #include "process.hpp"
 #include "skip.hpp"
@@ -57,18 +58,67 @@ TEST_CASE("ibv_devices lists tbv0 through the interposer", "[provider][utils]") 
     CHECK_OUT(!contains(r.out, "0000000000000000"), r.out);
 }
 
-TEST_CASE("without TBV_EMU the interposer adds nothing: ibv_devices behaves as without it",
+TEST_CASE("without TBV_EMU or a VFIO-bound NHI: an empty device list, and no error",
           "[provider][utils]") {
     if (!tbv::test::have_program("ibv_devices")) {
         TBV_SKIP("ibv_devices not installed (scripts/deps provider)");
     }
+    const tbv::test::FakeSysfs no_pci;  // this machine's own NHIs must not change the answer
     Proc plain({"env", "-u", "TBV_EMU", "-u", "LD_PRELOAD", "ibv_devices"}, {});
     const ProcResult a = plain.finish(kShort);
     Proc pre({"env", "-u", "TBV_EMU", "ibv_devices"}, {"LD_PRELOAD=" + tbv::test::preload_path()});
     const ProcResult b = pre.finish(kShort);
-    CHECK_OUT(a.status == b.status, a.out + "\n--- preloaded ---\n" + b.out);
-    CHECK_OUT(a.out == b.out, a.out + "\n--- preloaded ---\n" + b.out);
+    if (a.status == 0) {
+        // A kernel RDMA stack: exactly its answer, nothing of ours added.
+        CHECK_OUT(a.out == b.out, a.out + "\n--- preloaded ---\n" + b.out);
+    } else {
+        // None (libibverbs: NULL + ENOSYS, "Failed to get IB devices list"): with the provider
+        // loaded, devices need no kernel stack, so no device is an empty list, not an error.
+        CHECK_OUT(b.status == 0, b.out);
+        CHECK_OUT(contains(b.out, "node GUID"), b.out);
+        CHECK_OUT(!contains(b.out, "Failed"), b.out);
+        CHECK_OUT(!contains(b.out, "tbverbs"), b.out);
+    }
     CHECK_OUT(!contains(b.out, "tbv0"), b.out);
+}
+
+TEST_CASE("VFIO-bound USB4 NHIs follow the emulated tbv0, by PCI address (fake sysfs)",
+          "[provider][utils]") {
+    if (!tbv::test::have_program("ibv_devices") || !tbv::test::have_program("ibv_devinfo")) {
+        TBV_SKIP("ibverbs-utils not installed (scripts/deps provider)");
+    }
+    tbv::test::FakeSysfs fake;  // TBV_SYSFS_ROOT for the programs started below
+    // IOMMU groups that no real /dev/vfio is likely to have: opening fails without touching one.
+    fake.add("0000:c4:00.6", 0x1022, 0x1669, 0x0c0340, "vfio-pci", 4243);
+    fake.add("0000:00:0d.2", 0x8086, 0xa73e, 0x0c0340, "vfio-pci", 4242);
+    fake.add("0000:00:0d.3", 0x8086, 0xa76d, 0x0c0340, "thunderbolt", 4242);  // not ours
+    fake.add("0000:01:00.0", 0x10de, 0x2204, 0x030000, "vfio-pci", 4241);     // not an NHI
+    const tbv::test::CableFile cable(tbv::test::unique_name("pt-vfio-"));
+    Proc p({"ibv_devices"}, env_for(cable.name()));
+    const ProcResult r = p.finish(kShort);
+    CHECK_OUT(r.status == 0, r.out);
+    const auto t0 = r.out.find("tbv0");
+    const auto t1 = r.out.find("tbv1");
+    const auto t2 = r.out.find("tbv2");
+    CHECK_OUT(t0 != std::string::npos && t1 != std::string::npos && t2 != std::string::npos &&
+                  t0 < t1 && t1 < t2,
+              r.out);
+    CHECK_OUT(!contains(r.out, "tbv3"), r.out);
+    CHECK_OUT(!contains(r.out, "0000000000000000"), r.out);
+    // TBV_VFIO=0: the emulated host only.
+    auto env = env_for(cable.name());
+    env.push_back("TBV_VFIO=0");
+    Proc q({"ibv_devices"}, env);
+    const ProcResult rq = q.finish(kShort);
+    CHECK_OUT(rq.status == 0, rq.out);
+    CHECK_OUT(contains(rq.out, "tbv0") && !contains(rq.out, "tbv1"), rq.out);
+    // Without TBV_EMU, tbv0 is the lowest PCI address. Opening it goes to VFIO, which has no
+    // such group here: a clean failure that names the function.
+    Proc o({"env", "-u", "TBV_EMU", "ibv_devinfo", "-d", "tbv0"},
+           {"LD_PRELOAD=" + tbv::test::preload_path()});
+    const ProcResult ro = o.finish(kShort);
+    CHECK_OUT(ro.status != 0, ro.out);
+    CHECK_OUT(contains(ro.out, "tbverbs: tbv0 (0000:00:0d.2)"), ro.out);
 }
 
 TEST_CASE("ibv_devinfo -v shows tbv0 with IB attributes and its GID", "[provider][utils]") {
@@ -95,9 +145,12 @@ namespace {
 
 /// `prog args...` as server, then as client of 127.0.0.1, on a fresh cable: both must finish
 /// their 1000 iterations.
-void pingpong(const std::string& prog, const std::vector<std::string>& args) {
+std::string pingpong(const std::string& prog, const std::vector<std::string>& args,
+                     const std::vector<std::string>& srv_env = {},
+                     const std::vector<std::string>& cli_env = {}) {
     if (!tbv::test::have_program(prog)) {
-        TBV_SKIP("ibverbs-utils not installed (scripts/deps provider)");
+        tbv::test::mark_skipped("ibverbs-utils not installed (scripts/deps provider)");
+        return {};
     }
     const tbv::test::CableFile cable_file(tbv::test::unique_name("pt-pp-"));
     const std::string& cable = cable_file.name();
@@ -106,17 +159,22 @@ void pingpong(const std::string& prog, const std::vector<std::string>& args) {
     srv.insert(srv.end(), args.begin(), args.end());
     std::vector<std::string> cli = srv;
     cli.push_back("127.0.0.1");
-    Proc server(srv, env_for(cable));
+    auto se = env_for(cable);
+    se.insert(se.end(), srv_env.begin(), srv_env.end());
+    auto ce = env_for(cable);
+    ce.insert(ce.end(), cli_env.begin(), cli_env.end());
+    Proc server(srv, se);
     // The client connects over TCP as soon as its port is up: the server goes first, by more than
     // the 2 s within which the provider counts a process as the second of a pair.
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-    Proc client(cli, env_for(cable));
+    Proc client(cli, ce);
     const ProcResult c = client.finish(kPair);
     const ProcResult s = server.finish(kPair);
     CHECK_OUT(c.status == 0, c.out);
     CHECK_OUT(s.status == 0, s.out);
     CHECK_OUT(contains(c.out, "1000 iters in"), c.out);
     CHECK_OUT(contains(s.out, "1000 iters in"), s.out);
+    return c.out;
 }
 
 }  // namespace
@@ -139,6 +197,51 @@ TEST_CASE("ibv_srq_pingpong", "[provider][utils]") {
 
 TEST_CASE("ibv_ud_pingpong", "[provider][utils]") {
     pingpong("ibv_ud_pingpong", {});
+}
+
+// ---- the RoCE-style GID mode (TBV_GID_ADDR, rdma_provider/gid.hpp) --------------------------
+
+TEST_CASE("ibv_devinfo -v in the RoCE-style mode: Ethernet link layer, IPv4-mapped GID",
+          "[provider][utils][roce]") {
+    if (!tbv::test::have_program("ibv_devinfo")) {
+        TBV_SKIP("ibv_devinfo not installed (scripts/deps provider)");
+    }
+    const tbv::test::CableFile cable(tbv::test::unique_name("pt-roce-info-"));
+    auto env = env_for(cable.name());
+    env.back() = "TBV_LINK_WAIT_MS=0";
+    env.push_back("TBV_GID_ADDR=10.0.0.7");
+    Proc p({"ibv_devinfo", "-v"}, env);
+    const ProcResult r = p.finish(kShort);
+    CHECK_OUT(r.status == 0, r.out);
+    CHECK_OUT(contains(r.out, "link_layer:\t\tEthernet"), r.out);
+    CHECK_OUT(contains(r.out, "port_lid:\t\t0\n"), r.out);
+    CHECK_OUT(contains(r.out, "GID[  0]:\t\t::ffff:10.0.0.7, RoCE v2"), r.out);
+    // A malformed address is said once and ignored (IB mode).
+    env.back() = "TBV_GID_ADDR=10.0.0";
+    Proc q({"ibv_devinfo", "-v"}, env);
+    const ProcResult rq = q.finish(kShort);
+    CHECK_OUT(rq.status == 0, rq.out);
+    CHECK_OUT(contains(rq.out, "TBV_GID_ADDR='10.0.0' ignored"), rq.out);
+    CHECK_OUT(contains(rq.out, "link_layer:\t\tInfiniBand"), rq.out);
+}
+
+TEST_CASE("ibv_rc_pingpong -g 0 in the RoCE-style mode: peers found by their GIDs",
+          "[provider][utils][roce]") {
+    const std::string out = pingpong("ibv_rc_pingpong", {"-g", "0"}, {"TBV_GID_ADDR=10.0.0.1"},
+                                     {"TBV_GID_ADDR=10.0.0.2"});
+    if (!out.empty()) {
+        CHECK_OUT(contains(out, "local address:  LID 0x0000"), out);
+        CHECK_OUT(contains(out, "GID ::ffff:10.0.0.2"), out);
+        CHECK_OUT(contains(out, "GID ::ffff:10.0.0.1"), out);
+    }
+}
+
+TEST_CASE("ibv_ud_pingpong -g 0 in the RoCE-style mode", "[provider][utils][roce]") {
+    pingpong("ibv_ud_pingpong", {"-g", "0"}, {"TBV_GID_ADDR=10.0.0.1"}, {"TBV_GID_ADDR=10.0.0.2"});
+}
+
+TEST_CASE("ibv_rc_pingpong -g 0 in IB mode: a GRH with the peer's LID", "[provider][utils]") {
+    pingpong("ibv_rc_pingpong", {"-g", "0"});
 }
 
 TEST_CASE("tbv run -- ibv_devices: the provider preloaded by the tbv command",
