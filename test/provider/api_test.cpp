@@ -16,6 +16,7 @@
 #include "catch.hpp"
 #include "infiniband/tbvdv.h"
 #include "process.hpp"
+#include "verbs/limits.hpp"
 
 // The public verbs_context must end with the ibv_context libibverbs hands out (the provider finds
 // its context from it).
@@ -314,6 +315,77 @@ TEST_CASE("address handles: a GRH with DLID 0 names its host by GID", "[provider
     m.ah_attr.grh.dgid = own;
     CHECK(ibv_modify_qp(qp, &m, mask) == 0);  // connected to itself, by GID
     CHECK(ibv_destroy_qp(qp) == 0);
+    CHECK(ibv_destroy_cq(cq) == 0);
+    CHECK(ibv_dealloc_pd(pd) == 0);
+}
+
+TEST_CASE("ibv_query_device reports exactly the limits the core enforces", "[provider]") {
+    Opened o;
+    ibv_context* ctx = o.ctx;
+    const tbv::verbs::DeviceLimits& l = tbv::verbs::kDefaultLimits;
+    ibv_device_attr a{};
+    REQUIRE(ibv_query_device(ctx, &a) == 0);
+    CHECK(a.max_mr_size == l.max_mr_size);
+    CHECK(a.max_qp == static_cast<int>(l.max_qp));
+    CHECK(a.max_qp_wr == static_cast<int>(l.max_qp_wr));
+    CHECK(a.max_sge == static_cast<int>(l.max_sge));
+    CHECK(a.max_sge_rd == static_cast<int>(l.max_sge_rd));
+    CHECK(a.max_cq == static_cast<int>(l.max_cq));
+    CHECK(a.max_cqe == static_cast<int>(l.max_cqe));
+    CHECK(a.max_mr == static_cast<int>(l.max_mr));
+    CHECK(a.max_pd == static_cast<int>(l.max_pd));
+    CHECK(a.max_qp_rd_atom == static_cast<int>(l.max_qp_rd_atom));
+    CHECK(a.max_qp_init_rd_atom == static_cast<int>(l.max_qp_init_rd_atom));
+    CHECK(a.max_srq == static_cast<int>(l.max_srq));
+    CHECK(a.max_srq_wr == static_cast<int>(l.max_srq_wr));
+    CHECK(a.max_srq_sge == static_cast<int>(l.max_srq_sge));
+    CHECK(a.max_ah == static_cast<int>(l.max_ah));
+    CHECK(a.max_pkeys == l.max_pkeys);
+    CHECK(a.phys_port_cnt == l.phys_port_cnt);
+    CHECK(a.max_mw == 0);  // no memory windows
+    CHECK(a.max_mcast_grp == 0);
+
+    // At the edge: the reported maximum is accepted, one more is EINVAL.
+    ibv_pd* pd = ibv_alloc_pd(ctx);
+    REQUIRE(pd != nullptr);
+    ibv_cq* big = ibv_create_cq(ctx, a.max_cqe, nullptr, nullptr, 0);
+    CHECK(big != nullptr);
+    if (big != nullptr) {
+        CHECK(ibv_destroy_cq(big) == 0);
+    }
+    errno = 0;
+    CHECK(ibv_create_cq(ctx, a.max_cqe + 1, nullptr, nullptr, 0) == nullptr);
+    CHECK(errno == EINVAL);
+    ibv_cq* cq = ibv_create_cq(ctx, 16, nullptr, nullptr, 0);
+    REQUIRE(cq != nullptr);
+    auto try_qp = [&](ibv_qp_cap cap) {
+        ibv_qp_init_attr ia{};
+        ia.send_cq = cq;
+        ia.recv_cq = cq;
+        ia.qp_type = IBV_QPT_RC;
+        ia.cap = cap;
+        errno = 0;
+        ibv_qp* qp = ibv_create_qp(pd, &ia);
+        const int e = qp == nullptr ? errno : 0;
+        if (qp != nullptr) {
+            CHECK(ibv_destroy_qp(qp) == 0);
+        }
+        return e;
+    };
+    const auto wr = static_cast<std::uint32_t>(a.max_qp_wr);
+    const auto sge = static_cast<std::uint32_t>(a.max_sge);
+    CHECK(try_qp({wr, wr, sge, sge, l.max_inline}) == 0);
+    CHECK(try_qp({wr + 1, 1, 1, 1, 0}) == EINVAL);
+    CHECK(try_qp({1, wr + 1, 1, 1, 0}) == EINVAL);
+    CHECK(try_qp({1, 1, sge + 1, 1, 0}) == EINVAL);
+    CHECK(try_qp({1, 1, 1, sge + 1, 0}) == EINVAL);
+    CHECK(try_qp({1, 1, 1, 1, l.max_inline + 1}) == EINVAL);
+    ibv_srq_init_attr sa{};
+    sa.attr.max_wr = static_cast<std::uint32_t>(a.max_srq_wr) + 1;
+    sa.attr.max_sge = 1;
+    errno = 0;
+    CHECK(ibv_create_srq(pd, &sa) == nullptr);
+    CHECK(errno == EINVAL);
     CHECK(ibv_destroy_cq(cq) == 0);
     CHECK(ibv_dealloc_pd(pd) == 0);
 }
