@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 
 namespace tbv::emu {
 
@@ -24,6 +25,10 @@ public:
     /// The process-wide steady_clock instance (the default everywhere).
     static const Clock& steady() noexcept;
 };
+
+/// A frame's send time that nobody recorded (FrameView::sent_at, WirePacket::sent_at): the link
+/// model (link.hpp) then takes the time the frame reached it.
+inline constexpr Clock::Duration::rep kNoStamp = std::numeric_limits<Clock::Duration::rep>::min();
 
 /// A clock that only moves when told to: deterministic tests.
 class ManualClock final : public Clock {

@@ -20,6 +20,8 @@ struct NhiCounters {
     std::uint64_t tx_no_fabric_drops = 0;     ///< completed but dropped: nothing attached
     std::uint64_t tx_raw_oversize_drops = 0;  ///< raw descriptor > 256 bytes: completed, dropped
     std::uint64_t tx_bus_master_stalls = 0;   ///< doorbell while bus mastering was off (deferred)
+    std::uint64_t tx_paced_stops = 0;  ///< link model: the ring's DMA ceiling left descriptors
+                                       ///< pending (taken up by a later doorbell or poll)
     // RX engine (ref §12.3, §4.5)
     std::uint64_t rx_frames = 0;               ///< frames written into an RX ring
     std::uint64_t rx_bytes = 0;                ///< bytes written (after truncation)
@@ -53,6 +55,7 @@ inline constexpr std::array kCounterFields = {
     &NhiCounters::tx_no_fabric_drops,
     &NhiCounters::tx_raw_oversize_drops,
     &NhiCounters::tx_bus_master_stalls,
+    &NhiCounters::tx_paced_stops,
     &NhiCounters::rx_frames,
     &NhiCounters::rx_bytes,
     &NhiCounters::rx_overflow_drops,

@@ -9,6 +9,11 @@
 // completion the engine writes the data, then hw::dma_wmb(), then the ctl word with a release store
 // through std::atomic_ref: a driver that loads ctl with acquire and sees DONE also sees the data.
 //
+// Link model (link.hpp, off by default): a ring with a DMA ceiling starts its descriptors no faster
+// than RingPacer allows. What it may not start yet stays pending (not DONE) and the ring is marked
+// for poll(), which takes it up once the engine is free; each frame carries the time it started
+// (FrameView::sent_at), so a late poll does not make the cable look idle in between.
+//
 // Batching: the TX engine works through a doorbell kTxBatch descriptors at a time. It reads the
 // descriptors and copies their frames into the ring's staging buffer under one IOMMU access, hands
 // the batch to the fabric with no IOMMU lock held (the fabric may run another NHI's RX engine),
@@ -22,6 +27,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstring>
+#include <limits>
 #include <optional>
 
 #include "emu/batch.hpp"
@@ -98,8 +104,28 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
         return;
     }
     Fabric* const fabric = fabric_.load(std::memory_order_acquire);
+    // Link model: the ring's DMA ceiling (RingPacer). Descriptors the engine left pending last
+    // time (`backlog`) have kept it busy since, so they start back to back from where it got to,
+    // even if this poll comes late; a descriptor first seen now cannot start before now.
+    const bool pacing = r.pacer.on();
+    const Ps now_ps = pacing ? clock_.now().count() * kPsPerNs : 0;
+    const auto pending = [&] {
+        const std::uint32_t hw = r.regs.hw_index();
+        return prod >= hw ? prod - hw : prod + cfg.count - hw;
+    };
+    std::uint32_t backlog = pacing ? std::min(r.paced_backlog, pending()) : 0;
+    r.paced_backlog = 0;
+    if (backlog > 0 && r.pacer.free_at() > now_ps) {
+        // Still busy with the backlog (a poll, or a doorbell adding to it): nothing can start and
+        // nothing is counted. Whatever a doorbell added now follows the backlog, which ends after
+        // now, so it joins the backlog.
+        r.paced_backlog = pending();
+        r.kick_pending = true;
+        kicks_pending_.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
     // Why a batch ended before kTxBatch descriptors or the producer index.
-    enum class Stop : std::uint8_t { none, gone, no_bus_master, unposted, fault };
+    enum class Stop : std::uint8_t { none, gone, no_bus_master, unposted, fault, paced };
     struct Slot {
         hw::Iova at;        ///< descriptor
         std::uint32_t ctl;  ///< as read
@@ -138,6 +164,17 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
                     break;
                 }
                 const std::size_t len = desc_length_bytes(d->ctl);
+                Clock::Duration::rep sent_at = kNoStamp;
+                if (pacing) {
+                    const Ps posted = backlog > 0 ? std::numeric_limits<Ps>::min() / 2 : now_ps;
+                    const std::optional<Ps> start = r.pacer.start(posted, now_ps, len);
+                    if (!start) {
+                        stop = Stop::paced;  // the engine is still busy with earlier ones
+                        break;
+                    }
+                    backlog -= backlog > 0 ? 1 : 0;
+                    sent_at = *start / kPsPerNs;
+                }
                 if (cfg.raw && len > kRawFrameSize) {
                     // ref §3: a raw descriptor is one USB4 packet, at most 256 bytes incl. CRC.
                     // The descriptor completes (the ring must not wedge) but nothing leaves.
@@ -152,7 +189,8 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
                     std::byte* const staging = r.staging.get() + frames.size() * kMaxFrameSize;
                     dma_copy(staging, src, len);
                     frames.push(FrameView{DESC_SOF_PDF::get(d->ctl), DESC_EOF_PDF::get(d->ctl),
-                                          std::span<const std::byte>(staging, len), false});
+                                          std::span<const std::byte>(staging, len), false,
+                                          sent_at});
                     bytes += len;
                 }
                 slots[n++] = Slot{at, d->ctl};
@@ -204,6 +242,13 @@ void EmuNhi::run_tx_locked(unsigned ring, TxRingState& r) noexcept {
             case Stop::fault:
                 record_fault(fault.iova, fault.len, fault.access, true, ring);
                 r.regs.halt();
+                return;
+            case Stop::paced:
+                // The rest waits for the engine: a later doorbell or poll() takes it up.
+                r.paced_backlog = pending();
+                r.kick_pending = true;
+                kicks_pending_.fetch_add(1, std::memory_order_relaxed);
+                ctr_.add<&NhiCounters::tx_paced_stops>();
                 return;
         }
     }

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <span>
 
+#include "emu/clock.hpp"
+
 namespace tbv::emu {
 
 class EmuNhi;
@@ -21,6 +23,10 @@ struct FrameView {
     /// A link CRC error on the way (fault injection). In frame mode the receiving NHI reports it
     /// as CRC_ERROR in the descriptor; in raw mode software finds it by its own CRC check.
     bool crc_error = false;
+    /// When the TX DMA engine started it, on the NHI's clock, if its ring is paced by the link
+    /// model (link.hpp: a backlogged ring keeps sending while nobody polls, so a frame handed on
+    /// late may have left earlier); kNoStamp otherwise.
+    Clock::Duration::rep sent_at = kNoStamp;
 };
 
 /// Outcome of EmuNhi::receive().

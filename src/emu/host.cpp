@@ -8,13 +8,33 @@ namespace tbv::emu {
 
 EmuHost::EmuHost(HostConfig cfg) : cfg_(std::move(cfg)) {
     cfg_.nhis = std::max(cfg_.nhis, 1u);
+    if (!cfg_.link.any()) {
+        // TBV_EMU_LINK applies to every emulated host, so any program over the emulator (a test,
+        // the benchmarks, perftest through the provider) can run with the link model on. The
+        // constructor cannot fail: an invalid value is reported loudly and the model stays off.
+        if (std::optional<LinkParse> env = link_from_env()) {
+            if (*env) {
+                cfg_.link = env->config;
+            } else {
+                std::fprintf(stderr, "tbverbs: ignoring invalid TBV_EMU_LINK: %s\n",
+                             env->error.c_str());
+            }
+        }
+    }
     for (unsigned i = 0; i < cfg_.nhis; ++i) {
         NhiConfig n = cfg_.nhi;
         n.name = cfg_.name + "." + std::to_string(i);
+        n.clock = cfg_.clock;
+        if (cfg_.link.any()) {
+            n.link = cfg_.link;
+        }
         nhis_.push_back(std::make_unique<EmuNhi>(std::move(n)));
         RouterConfig r = cfg_.router;
         r.uid = uid(i);
         r.clock = cfg_.clock;
+        if (cfg_.link.any()) {
+            r.link = cfg_.link;
+        }
         routers_.push_back(std::make_unique<Router>(*nhis_.back(), r));
     }
     shm_.resize(usb4_ports());

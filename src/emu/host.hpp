@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "emu/cable.hpp"
+#include "emu/link.hpp"
 #include "emu/nhi.hpp"
 #include "emu/router.hpp"
 #include "emu/shm_cable.hpp"
@@ -23,7 +24,11 @@ struct HostConfig {
     NhiConfig nhi{};        ///< name is replaced by "<host>.<i>"
     RouterConfig router{};  ///< uid is replaced by uid + i for router i; clock by `clock`
     std::uint64_t uid = 0x0438'020e'0000'0001;
-    const Clock* clock = nullptr;  ///< routers and cables; nullptr: Clock::steady()
+    const Clock* clock = nullptr;  ///< NHIs, routers and cables; nullptr: Clock::steady()
+    /// Link model (link.hpp) for every NHI (ring ceiling) and router (cable rate, latency) of the
+    /// host, replacing nhi.link and router.link when it is on. Left off, TBV_EMU_LINK from the
+    /// environment fills it (an invalid value is reported on stderr and ignored).
+    LinkConfig link{};
 };
 
 class EmuHost {
@@ -34,6 +39,8 @@ public:
     EmuHost& operator=(const EmuHost&) = delete;
 
     const std::string& name() const noexcept { return cfg_.name; }
+    /// The link model in force (HostConfig::link or TBV_EMU_LINK; any() false: off).
+    const LinkConfig& link() const noexcept { return cfg_.link; }
     unsigned nhi_count() const noexcept { return static_cast<unsigned>(nhis_.size()); }
     EmuNhi& nhi(unsigned i = 0) { return *nhis_.at(i); }
     Router& router(unsigned i = 0) { return *routers_.at(i); }

@@ -57,10 +57,17 @@ std::optional<RingReg> decode_ring_reg(std::uint32_t offset) noexcept {
 EmuNhi::EmuNhi(NhiConfig cfg)
     : cfg_(sanitize(std::move(cfg))),
       hop_count_(cfg_.hop_count),
+      clock_(cfg_.clock != nullptr ? *cfg_.clock : Clock::steady()),
       tx_(std::make_unique<TxRingState[]>(hop_count_)),
       rx_(std::make_unique<RxRingState[]>(hop_count_)),
       irq_(hop_count_, cfg_.msix_vectors, bus_master_, gone_, ctr_) {
     faults_.reserve(kMaxFaultRecords);  // recording a fault never allocates
+    // Link model: the ceiling paces data rings only (off unless ring_gbps is set). Ring 0 carries
+    // a few small control packets whose timing the CM's own timers model; pacing it would only
+    // slow every control exchange of a test that steps a ManualClock.
+    for (unsigned i = 1; i < hop_count_; ++i) {
+        tx_[i].pacer = RingPacer(cfg_.link);
+    }
 }
 
 EmuNhi::~EmuNhi() = default;
@@ -134,10 +141,12 @@ void EmuNhi::write_tx_ring(unsigned ring, std::uint32_t off, std::uint32_t value
             [[fallthrough]];
         case RingEvent::started:
         case RingEvent::stopped:
-            // A doorbell held back by bus mastering belongs to the previous life of the ring.
+            // A doorbell held back by bus mastering, or descriptors held back by the link
+            // model's ceiling, belong to the previous life of the ring.
             if (std::exchange(r.kick_pending, false)) {
                 kicks_pending_.fetch_sub(1, std::memory_order_relaxed);
             }
+            r.paced_backlog = 0;
             break;
         case RingEvent::none: break;
     }
@@ -223,6 +232,8 @@ void EmuNhi::power_on_registers() noexcept {
         if (std::exchange(tx_[i].kick_pending, false)) {
             kicks_pending_.fetch_sub(1, std::memory_order_relaxed);
         }
+        tx_[i].paced_backlog = 0;
+        tx_[i].pacer.reset();
     }
     for (unsigned i = 0; i < hop_count_; ++i) {
         std::lock_guard lk(rx_[i].mu);
@@ -283,7 +294,8 @@ Result<void> EmuNhi::reset() {
 }
 
 void EmuNhi::poll() noexcept {
-    // Called on every driver poll: one relaxed load when nothing was held back.
+    // Called on every driver poll: one relaxed load when nothing was held back (a doorbell while
+    // bus mastering was off, or descriptors the link model's ring ceiling left pending).
     if (kicks_pending_.load(std::memory_order_relaxed) != 0) {
         for (unsigned i = 0; i < hop_count_; ++i) {
             TxRingState& r = tx_[i];

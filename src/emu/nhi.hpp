@@ -22,9 +22,13 @@
 // Descriptor ctl words are read with acquire and written back with release through
 // std::atomic_ref, after the data they describe (ref §12.3 "Ordering").
 //
+// Link model (link.hpp, off by default): NhiConfig::link.ring_gbps caps how fast each TX ring
+// starts descriptors (the per-ring DMA ceiling of real NHIs); what the engine may not start yet
+// stays pending until a later doorbell or poll(). Link rate and latency are the router's part.
+//
 // Not modelled: E2E flow control (the bits are stored and read back; its credit mechanics are
-// unknown, ref §13.4), PCI no-snoop/isochronous bits, link rate and latency (a later fabric's job),
-// the MSI-X table itself (VFIO owns it; vectors are eventfds).
+// unknown, ref §13.4), PCI no-snoop/isochronous bits, the MSI-X table itself (VFIO owns it;
+// vectors are eventfds).
 #pragma once
 
 #include <atomic>
@@ -38,10 +42,12 @@
 #include <string>
 #include <vector>
 
+#include "emu/clock.hpp"
 #include "emu/counters.hpp"
 #include "emu/fabric.hpp"
 #include "emu/iommu.hpp"
 #include "emu/irq.hpp"
+#include "emu/link.hpp"
 #include "emu/ring.hpp"
 #include "hw/device.hpp"
 #include "hw/nhi_regs.hpp"
@@ -56,6 +62,9 @@ struct NhiConfig {
     unsigned msix_vectors = 16;   ///< 1..16 (ref §1.3)
     /// How long REG_RESET.HRR reads 1 after it is written (ref §12.6 "HRR duration").
     std::chrono::microseconds hrr_duration{1000};
+    /// Link model: only ring_gbps / ring_desc matter here (the TX DMA ceiling per ring).
+    LinkConfig link{};
+    const Clock* clock = nullptr;  ///< the ring ceiling's time; nullptr: Clock::steady()
 };
 
 class EmuNhi final : public hw::Device {
@@ -133,6 +142,7 @@ private:
 
     NhiConfig cfg_;
     const unsigned hop_count_;
+    const Clock& clock_;
     CounterSet ctr_;
     std::atomic<bool> bus_master_{false};
     std::atomic<bool> gone_{false};

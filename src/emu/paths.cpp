@@ -5,6 +5,10 @@
 // connection manager made valid route anything; every other frame is dropped and counted. Frame
 // boundaries, PDFs, length and the CRC-error flag travel unchanged.
 //
+// Link model (RouterConfig::link): data frames from the cable go through the port's LinkPipe
+// first (data_arrived) and are routed when they have arrived (release_link, from the router's
+// poll or the next arrival), against the path tables as they are then.
+//
 // Per batch, not per frame: the frames of one TX batch (Fabric::transmit_batch) are routed under
 // one lock of the router and cross the cable in one CableEnd::send_batch; on the far side
 // cable_receive_batch routes them under one lock and hands each run for one RX ring to
@@ -68,6 +72,7 @@ void Router::data_from_nhi(unsigned ring, std::span<const FrameView> frames) noe
             pkt.eof_pdf = frames[i].eof_pdf;
             pkt.crc_error = frames[i].crc_error;
             pkt.data = frames[i].data;
+            pkt.sent_at = frames[i].sent_at;
         }
         end->send_batch(pkts.span());
         frames = frames.subspan(n);
@@ -127,6 +132,30 @@ void Router::data_from_cable(unsigned port, std::span<const WirePacket> ps) noex
         }
         ps = ps.subspan(n);
     }
+}
+
+void Router::data_arrived(unsigned port, std::span<const WirePacket> ps) noexcept {
+    LinkPipe* const pipe = port < link_in_.size() ? link_in_[port].get() : nullptr;
+    if (pipe == nullptr) {
+        data_from_cable(port, ps);
+        return;
+    }
+    const Time t = now();
+    if (const std::size_t lost = pipe->admit(ps, t); lost != 0) {
+        std::lock_guard lk(mu_);
+        ctr_.link_overflow_drops += lost;
+    }
+    // Whatever has arrived by now goes on in this thread too (e.g. frames whose latency ran out
+    // while the receiver did not poll): the receiver's poll is not the only way in.
+    release_link(port, t);
+}
+
+void Router::release_link(unsigned port, Time t) noexcept {
+    link_in_[port]->release(t, [&](std::span<const WirePacket> ps) { data_from_cable(port, ps); });
+}
+
+std::size_t Router::link_in_flight(unsigned port) const noexcept {
+    return port < link_in_.size() && link_in_[port] ? link_in_[port]->held() : 0;
 }
 
 }  // namespace tbv::emu

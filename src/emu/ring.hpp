@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 
+#include "emu/link.hpp"
 #include "hw/device.hpp"
 #include "hw/nhi_regs.hpp"
 
@@ -95,7 +96,14 @@ inline constexpr unsigned kTxBatch = 32;
 struct alignas(64) TxRingState {
     std::mutex mu;
     RingRegs regs{RingDir::tx};
-    bool kick_pending = false;  ///< doorbell arrived while bus mastering was off: poll() runs it
+    /// Work a doorbell left for poll(): bus mastering was off, or the ring's DMA ceiling (link
+    /// model) held descriptors back.
+    bool kick_pending = false;
+    /// The link model's per-ring DMA ceiling (off unless NhiConfig::link sets ring_gbps).
+    RingPacer pacer;
+    /// Descriptors the pacer left pending at the end of the last run: the engine has seen them,
+    /// so they follow one another with no gap even if the next poll comes late.
+    std::uint32_t paced_backlog = 0;
     std::unique_ptr<std::byte[]> staging{
         new std::byte[std::size_t{kTxBatch} * hw::nhi::kMaxFrameSize]};
 };

@@ -33,6 +33,11 @@ Router::Router(EmuNhi& nhi, RouterConfig cfg)
       clock_(cfg_.clock != nullptr ? *cfg_.clock : Clock::steady()) {
     build_spaces();
     ports_.resize(cfg_.usb4_ports);
+    if (cfg_.link.cable_on()) {
+        for (unsigned p = 0; p < cfg_.usb4_ports; ++p) {
+            link_in_[p] = std::make_unique<LinkPipe>(cfg_.link);
+        }
+    }
     nhi_.attach(this);
 }
 
@@ -81,6 +86,11 @@ void Router::poll(EmuNhi& from) noexcept {
 
 void Router::poll() noexcept {
     const Time t = now();
+    for (unsigned p = 0; p < link_in_.size(); ++p) {
+        if (link_in_[p] && link_in_[p]->due(t)) {
+            release_link(p, t);  // link model: frames whose arrival time has come
+        }
+    }
     if (t.count() >= due_hint_.load(std::memory_order_acquire)) {
         Outbox out;
         {
@@ -105,7 +115,7 @@ void Router::publish_locked() noexcept {
 
 void Router::cable_receive(unsigned port, const WirePacket& p) noexcept {
     switch (p.kind) {
-        case WireKind::data: data_from_cable(port, std::span<const WirePacket>(&p, 1)); return;
+        case WireKind::data: data_arrived(port, std::span<const WirePacket>(&p, 1)); return;
         case WireKind::control: {
             Outbox out;
             {
@@ -143,7 +153,7 @@ void Router::cable_receive_batch(unsigned port, std::span<const WirePacket> ps) 
             cable_receive(port, ps.front());  // control and link status: one by one
             n = 1;
         } else {
-            data_from_cable(port, ps.first(n));
+            data_arrived(port, ps.first(n));
         }
         ps = ps.subspan(n);
     }
@@ -151,6 +161,7 @@ void Router::cable_receive_batch(unsigned port, std::span<const WirePacket> ps) 
 
 void Router::cable_changed(unsigned port) noexcept {
     Outbox out;
+    bool gone = false;
     {
         TimedLock lk(*this);
         if (port >= ports_.size()) {
@@ -158,6 +169,7 @@ void Router::cable_changed(unsigned port) noexcept {
         }
         Port& pt = ports_[port];
         const bool present = pt.end != nullptr && pt.end->peer_present();
+        gone = !present;
         if (present != pt.peer_present) {
             pt.peer_present = present;
             pt.sent.reset();  // a (re)appearing peer needs our status again
@@ -168,6 +180,20 @@ void Router::cable_changed(unsigned port) noexcept {
         refresh_port(port, now(), out);
     }
     flush(out);
+    if (gone) {
+        drop_in_flight(port);
+    }
+}
+
+void Router::drop_in_flight(unsigned port) noexcept {
+    // Link model: frames on a cable that was pulled (or whose far end died) never arrive. Outside
+    // mu_: a pipe's locks come first (router.hpp).
+    if (port < link_in_.size() && link_in_[port]) {
+        if (const std::size_t lost = link_in_[port]->clear(); lost != 0) {
+            std::lock_guard lk(mu_);
+            ctr_.link_in_flight_drops += lost;
+        }
+    }
 }
 
 void Router::connect_port(unsigned port, CableEnd* end) noexcept {
@@ -196,6 +222,7 @@ void Router::connect_port(unsigned port, CableEnd* end) noexcept {
         refresh_port(port, now(), out);  // link down on the old cable
     }
     flush(out);
+    drop_in_flight(port);  // what was on the old cable
     if (end != nullptr) {
         end->bind(this, port);
         cable_changed(port);

@@ -16,7 +16,10 @@
 //   * hot-plug events re-sent every notification timeout until acked; the lane state machine,
 //     downstream port reset and lane bonding;
 //   * the data plane: frames follow only valid path entries, otherwise they are dropped and
-//     counted; a TX batch is routed under one lock (paths.cpp).
+//     counted; a TX batch is routed under one lock (paths.cpp);
+//   * optionally (RouterConfig::link, link.hpp) the cable's rate and latency for the direction
+//     into each USB4 port: data frames that arrive are held in a LinkPipe until their arrival
+//     time and routed on when the router next runs (poll(), or the next frame arriving).
 //
 // Time: no thread. Timers advance in transmit() (doorbells) and poll() (EmuNhi::poll, i.e. every
 // driver ring poll), against an injectable Clock.
@@ -33,6 +36,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -40,6 +44,7 @@
 
 #include "emu/clock.hpp"
 #include "emu/fabric.hpp"
+#include "emu/link.hpp"
 #include "emu/wire.hpp"
 #include "hw/usb4_regs.hpp"
 
@@ -71,6 +76,8 @@ struct RouterConfig {
     unsigned pending_reads = 2;
     std::chrono::nanoseconds pending_time = std::chrono::milliseconds(1);
     const Clock* clock = nullptr;  ///< nullptr: Clock::steady()
+    /// Link model: gen/lanes/latency shape the direction into each USB4 port (off by default).
+    LinkConfig link{};
 };
 
 /// Every drop and every event the router counts (a snapshot from Router::counters()).
@@ -99,6 +106,9 @@ struct RouterCounters {
     std::uint64_t data_rx = 0;               ///< frames handed to the NHI
     std::uint64_t data_no_path_drops = 0;    ///< NHI or lane entry invalid / not routable
     std::uint64_t data_link_down_drops = 0;  ///< out lane or in lane not in CL0, no cable
+    // Link model (RouterConfig::link).
+    std::uint64_t link_in_flight_drops = 0;  ///< on the cable when it was pulled: lost
+    std::uint64_t link_overflow_drops = 0;   ///< more in flight than LinkPipe::kCapacity
     // Link.
     std::uint64_t link_ups = 0;
     std::uint64_t link_downs = 0;
@@ -129,7 +139,8 @@ public:
     void connect_port(unsigned port, CableEnd* end) noexcept;
     void disconnect_port(unsigned port) noexcept { connect_port(port, nullptr); }
 
-    /// Runs the timers and the cable ends' poll (also done by EmuNhi::poll).
+    /// Runs the timers, hands on the frames the link model held that have arrived, and runs the
+    /// cable ends' poll (also done by EmuNhi::poll).
     void poll() noexcept;
 
     // ---- adapter numbering ----
@@ -145,6 +156,8 @@ public:
 
     // ---- inspection (tests, `tbv status`) ----
     RouterCounters counters() const;
+    /// Data frames the link model holds on the way into USB4 port `port` (0 with it off).
+    std::size_t link_in_flight(unsigned port) const noexcept;
     /// A dword of a config space as the CM would read it (no side effects: a read here does not
     /// drain a pending bit). nullopt if not implemented.
     std::optional<std::uint32_t> peek(hw::usb4::Space space, unsigned adapter,
@@ -257,6 +270,12 @@ private:
     // paths.cpp: data plane.
     void data_from_nhi(unsigned ring, std::span<const FrameView> frames) noexcept;
     void data_from_cable(unsigned port, std::span<const WirePacket> ps) noexcept;
+    /// Data frames from the cable: into the port's LinkPipe (link model on) or straight on.
+    void data_arrived(unsigned port, std::span<const WirePacket> ps) noexcept;
+    /// Routes on what the port's LinkPipe holds that has arrived by `t`.
+    void release_link(unsigned port, Time t) noexcept;
+    /// Drops what the port's LinkPipe holds (the cable went away), counted.
+    void drop_in_flight(unsigned port) noexcept;
 
     /// mu_, for a section that may move a deadline or a port's cable end: when it ends (still
     /// under the lock) next_due_ and the ends are published for poll()'s lock-free check.
@@ -290,6 +309,9 @@ private:
     // Published copies (TimedLock) for poll(), which reads them without the lock.
     std::atomic<Time::rep> due_hint_{Time::max().count()};
     std::array<std::atomic<CableEnd*>, 2> ends_hint_{};
+    /// The link model's direction into each USB4 port; null when off. Fixed at construction.
+    /// Lock order: a pipe's locks before mu_ (release_link routes under mu_), never the reverse.
+    std::array<std::unique_ptr<LinkPipe>, 2> link_in_{};
 };
 
 }  // namespace tbv::emu

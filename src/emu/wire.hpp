@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <span>
 
+#include "emu/clock.hpp"
+
 namespace tbv::emu {
 
 enum class WireKind : std::uint8_t {
@@ -38,6 +40,9 @@ struct WirePacket {
     bool crc_error = false;           ///< data: link CRC error (fault injection)
     PortStatus status{};              ///< kind == status
     std::span<const std::byte> data;  ///< valid during the call only
+    /// data: FrameView::sent_at of the frame (the link model's send time), kNoStamp if none.
+    /// Carried by the in-process cable; a cable that does not carry it leaves kNoStamp.
+    Clock::Duration::rep sent_at = kNoStamp;
 };
 
 /// The router side of a cable: what a cable delivers into.
