@@ -7,8 +7,12 @@
 // verbs_bench_kernels.cpp.
 //
 // What it measures: the software path end to end (verbs, transport, ring driver, the emulator's
-// DMA engine, router and cable), on the CPU(s) of this machine. The emulator has no link-rate
-// model, so nothing here is a hardware figure: a real NHI moves ~12 Gb/s per ring (DESIGN.md).
+// DMA engine, router and cable), on the CPU(s) of this machine. By default the emulator has no
+// link-rate model, so nothing here is a hardware figure: a real NHI moves ~12 Gb/s per ring
+// (DESIGN.md). --link SPEC (or TBV_EMU_LINK, same syntax, src/emu/link.hpp) turns the emulator's
+// link model on: per-ring DMA ceiling, cable rate per direction, latency. Then the "cables" group
+// shows what one cable or two add up to under those limits, next to the limit the model sets
+// (model Gb/s), and the rows carry the emulator's counters that explain a shortfall.
 //
 // Threads: by default one thread drives both hosts (one step of A, one of B), so a figure is the
 // CPU cost of both ends on one core and does not depend on the scheduler. --threads 2 gives each
@@ -105,6 +109,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> groups{"latency", "bandwidth", "rate", "cables"};
     std::vector<std::string> ops{"write", "send", "read"};
     std::vector<std::size_t> sizes;
+    std::string link_spec;
     app.add_flag("--quick", quick, "fewer sizes, iterations and seconds (a smoke run, ~5 s)");
     app.add_option("--json", json_path, "also write every row to this file");
     app.add_option("-t,--threads", threads,
@@ -129,7 +134,29 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 1 << 30));
     app.add_option("-g,--groups", groups, "latency, bandwidth, rate, cables")
         ->check(CLI::IsMember({"latency", "bandwidth", "rate", "cables"}));
+    app.add_option("--link", link_spec,
+                   "the emulator's link model, TBV_EMU_LINK syntax (e.g. "
+                   "gen=3,ring_gbps=12,latency_ns=1000; 'off'); default: TBV_EMU_LINK, else off");
     CLI11_PARSE(app, argc, argv);
+
+    // The link model: --link wins over TBV_EMU_LINK. Either way it is parsed here, so a typo
+    // stops the run instead of measuring without the model, and the variable is then removed so
+    // the hosts take exactly g_link (EmuHost would otherwise read it again).
+    if (link_spec.empty()) {
+        if (const char* env = std::getenv("TBV_EMU_LINK")) {
+            link_spec = env;
+        }
+    }
+    if (!link_spec.empty()) {
+        const tbv::emu::LinkParse lp = tbv::emu::parse_link(link_spec);
+        if (!lp) {
+            fmt::print(stderr, "tbv-bench-verbs: {}\n", lp.error);
+            return 2;
+        }
+        g_link = lp.config;
+    }
+    ::unsetenv("TBV_EMU_LINK");
+    const std::string link_text = tbv::emu::describe(g_link);
 
     std::vector<std::size_t> lat_sizes = powers(64, std::size_t{64} << 10);
     std::vector<std::size_t> bw_sizes = powers(1024, std::size_t{1} << 20);
@@ -165,7 +192,9 @@ int main(int argc, char** argv) {
                   {"rails", rails},
                   {"bw_window", window},
                   {"bw_signal_every", signal_every},
-                  {"link_rate_model", false},
+                  {"link_rate_model", g_link.any()},
+                  {"link_spec", link_spec},
+                  {"link_model", link_text},
                   {"emu_faults", faults != nullptr ? faults : ""},
 #ifdef NDEBUG
                   {"ndebug", true},
@@ -180,11 +209,11 @@ int main(int argc, char** argv) {
                   {"cpus", std::thread::hardware_concurrency()},
                   {"kernel", std::string(u.release)},
                   {"setup_seconds", testbed_setup_seconds(1, 0)}}}};
-    fmt::print(
-        "tbv-bench-verbs: two emulated hosts, RC, {} thread(s) ({}), no link-rate model "
-        "(software path only){}\n",
-        threads, threads == 1 ? "one drives both hosts" : "one per host",
-        faults != nullptr ? fmt::format(", TBV_EMU_FAULTS={}", faults) : "");
+    fmt::print("tbv-bench-verbs: two emulated hosts, RC, {} thread(s) ({}), {}{}\n", threads,
+               threads == 1 ? "one drives both hosts" : "one per host",
+               g_link.any() ? "link model: " + link_text
+                            : std::string("no link-rate model (software path only)"),
+               faults != nullptr ? fmt::format(", TBV_EMU_FAULTS={}", faults) : "");
     bool ok = true;
 
     if (has("latency")) {
@@ -239,22 +268,30 @@ int main(int argc, char** argv) {
         out["msg_rate"] = all;
     }
     if (has("cables")) {
-        fmt::print(
-            "\nOne cable or two, WRITE 1 MiB, window {} per QP, {:.2f} s (no link-rate "
-            "model: CPU-bound)\n",
-            window, 2 * seconds);
-        fmt::print("{:>6} {:>5} {:>4} {:>9} {:>12}  {:<16} {:<16} {}\n", "cables", "rails", "QPs",
-                   "Gb/s", "retx/RTOs", "frames per rail", "WRs per QP", "check");
+        fmt::print("\nOne cable or two, WRITE 1 MiB, window {} per QP, {:.2f} s ({})\n", window,
+                   2 * seconds,
+                   g_link.any() ? "link model: " + link_text
+                                : std::string("no link-rate model: CPU-bound"));
+        // With the link model: the payload rate the model allows (model Gb/s), and the TX
+        // descriptors the rings' ceiling held back / the transport's credit stalls.
+        fmt::print("{:>6} {:>5} {:>4} {:>9} {:>9} {:>12} {:>15}  {:<16} {:<16} {}\n", "cables",
+                   "rails", "QPs", "Gb/s", "model", "retx/RTOs", "paced/stalls", "frames per rail",
+                   "WRs per QP", "check");
         json all = json::array();
         // (cables, rails per link): one ring pair per cable as on AMD (3 rings, ring 0 is the
         // control channel); then one cable with both ring pairs, the default.
         for (auto [cables, per_link] : {std::pair{1u, 1u}, std::pair{2u, 1u}, std::pair{1u, 0u}}) {
             for (const auto& r : cable_rows(cables, per_link, {1, 4}, 1 << 20, 2 * seconds, window,
                                             signal_every, threads)) {
-                fmt::print("{:>6} {:>5} {:>4} {:>9.2f} {:>12}  {:<16} {:<16} {}\n", cables,
-                           r["rails"].get<unsigned>(), r["qps"].get<unsigned>(),
-                           num(r, "gbit_per_s"), retx_text(r), list_text(r["rail_tx_frames"]),
-                           list_text(r["messages_per_qp"]), verdict(r));
+                const json& d = r["diag"];
+                fmt::print(
+                    "{:>6} {:>5} {:>4} {:>9.2f} {:>9} {:>12} {:>15}  {:<16} {:<16} {}\n", cables,
+                    r["rails"].get<unsigned>(), r["qps"].get<unsigned>(), num(r, "gbit_per_s"),
+                    g_link.any() ? fmt::format("{:.2f}", num(r, "model_gbit_per_s")) : "-",
+                    retx_text(r),
+                    fmt::format("{}/{}", d.value("tx_paced_stops", std::uint64_t{0}),
+                                d.value("credit_stalls", std::uint64_t{0})),
+                    list_text(r["rail_tx_frames"]), list_text(r["messages_per_qp"]), verdict(r));
                 all.push_back(r);
             }
         }

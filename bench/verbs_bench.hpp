@@ -5,6 +5,12 @@
 // and the measuring kernels (verbs_bench_kernels.cpp), which return their rows as JSON objects
 // that main (verbs_bench.cpp) prints and saves.
 //
+// Link model. By default the emulator moves frames as fast as the CPU can (the software path).
+// With g_link on (--link or TBV_EMU_LINK, src/emu/link.hpp), every testbed's hosts get the
+// emulator's link model: each data ring starts descriptors no faster than its DMA ceiling and
+// each cable direction carries lanes x lane rate with a latency, so the figures show what rings,
+// rails and cables add up to under those limits (still on this machine's CPU).
+//
 // Threads. threads = 1 (the default): the calling thread drives both contexts, one step of A then
 // one of B. threads = 2: A runs on the calling thread and B on a second one (a perftest server and
 // client on two machines). Either way each context is used by one thread only (besides its own CM
@@ -100,6 +106,10 @@ public:
     static unsigned rails_to(Host& from, Host& to);
     /// Frames each of A's rails to B has sent so far.
     std::vector<std::uint64_t> rail_tx_frames();
+    /// The emulator's own counters that explain a link-model figure, summed over both hosts:
+    /// descriptors a ring's DMA ceiling held back (tx_paced_stops), frames lost on the way in
+    /// (rx_overflow_drops, link_overflow_drops, link_in_flight_drops, data_link_down_drops).
+    void add_emu_totals(nlohmann::json& d);
 
 private:
     emu::EmuHost ha_, hb_;
@@ -125,7 +135,8 @@ struct QpPairs {
 };
 
 /// Counters that explain a figure: what every port of both hosts has counted so far (credit
-/// stalls, CREDIT-only frames, drops); diagnostics() adds the QPs' own (retransmissions,
+/// stalls, CREDIT-only frames, drops) and the emulator's (add_emu_totals); diagnostics() adds the
+/// QPs' own (retransmissions,
 /// timeouts, NAKs, duplicates, replays) and the ports' growth since `ports_before`.
 nlohmann::json port_totals(Testbed& tb);
 nlohmann::json diagnostics(Testbed& tb, const QpPairs& q, const nlohmann::json& ports_before);
@@ -148,6 +159,8 @@ struct Region {
 
 /// Regions whose MR could not be deregistered (still referenced after their QPs were destroyed).
 extern std::atomic<unsigned> g_mr_leaks;
+/// The link model every testbed's hosts get (any() false: off). Set by main before any testbed.
+extern emu::LinkConfig g_link;
 
 /// Runs A's and B's steps (each returns true once that side's work is done) until both are done,
 /// on one thread or two. A side that is done keeps driving its context's progress, so it still

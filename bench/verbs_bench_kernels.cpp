@@ -7,9 +7,12 @@
 // its time limit is reported as "timeout" (a hang is a bug to report, not a figure).
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
+#include "transport/wire.hpp"
 #include "verbs_bench.hpp"
 
 namespace tbv::bench {
@@ -410,6 +413,32 @@ json msg_rate_rows(const std::vector<unsigned>& lists, std::size_t bytes, double
     return rows;
 }
 
+namespace {
+
+/// The WRITE payload rate the link model allows `rails` rails spread evenly over `cables` cables
+/// (0 with the model off): per cable, the lesser of its rails' DMA ceilings and its own rate. A
+/// full WRITE frame is a kSegment payload behind a base header (the first frame of a message also
+/// has a RETH: 16 bytes in 1 MiB, ignored); ACKs travel the other way.
+double model_limit_gbps(unsigned cables, unsigned rails) {
+    if (!g_link.any()) {
+        return 0;
+    }
+    const double payload = transport::wire::kSegment;
+    const std::size_t frame = transport::wire::kSegment + transport::wire::kBaseHeader;
+    double per_cable = std::numeric_limits<double>::infinity();
+    if (g_link.ring_on()) {
+        const emu::RingPacer ring(g_link);
+        const double ns = static_cast<double>(ring.cost(frame)) / emu::kPsPerNs;
+        per_cable = static_cast<double>(rails / cables) * payload * 8 / ns;  // bits/ns = Gb/s
+    }
+    if (g_link.gen != 0) {
+        per_cable = std::min(per_cable, g_link.cable_gbps() * payload / static_cast<double>(frame));
+    }
+    return std::isinf(per_cable) ? 0 : cables * per_cable;
+}
+
+}  // namespace
+
 json cable_rows(unsigned cables, unsigned rails_per_link, const std::vector<unsigned>& qps,
                 std::size_t bytes, double seconds, unsigned window, unsigned signal_every,
                 unsigned threads) {
@@ -420,6 +449,7 @@ json cable_rows(unsigned cables, unsigned rails_per_link, const std::vector<unsi
         json r = bw_run(tb, {"write", bytes, n, window, signal_every, 1, seconds}, threads);
         r["cables"] = cables;
         r["rails"] = rails;
+        r["model_gbit_per_s"] = model_limit_gbps(cables, rails);
         rows.push_back(r);
         if (r.contains("error")) {
             break;

@@ -48,6 +48,7 @@ emu::HostConfig host_config(const char* name, std::uint64_t uid, unsigned ports)
     c.uid = uid;
     c.router.usb4_ports = ports;
     c.router.training_delay = 2ms;  // link training is not what is measured
+    c.link = g_link;  // main has folded TBV_EMU_LINK into it (off: the software path alone)
     return c;
 }
 
@@ -155,6 +156,22 @@ void add(nlohmann::json& d, const char* key, std::uint64_t v) {
 }
 }  // namespace
 
+emu::LinkConfig g_link{};
+
+void Testbed::add_emu_totals(nlohmann::json& d) {
+    for (emu::EmuHost* h : {&ha_, &hb_}) {
+        for (unsigned i = 0; i < h->nhi_count(); ++i) {
+            const emu::NhiCounters n = h->nhi(i).counters();
+            add(d, "tx_paced_stops", n.tx_paced_stops);
+            add(d, "rx_overflow_drops", n.rx_overflow_drops);
+            const emu::RouterCounters r = h->router(i).counters();
+            add(d, "link_overflow_drops", r.link_overflow_drops);
+            add(d, "link_in_flight_drops", r.link_in_flight_drops);
+            add(d, "data_link_down_drops", r.data_link_down_drops);
+        }
+    }
+}
+
 nlohmann::json port_totals(Testbed& tb) {
     nlohmann::json d = nlohmann::json::object();
     for (Host* h : {&tb.a, &tb.b}) {
@@ -168,6 +185,7 @@ nlohmann::json port_totals(Testbed& tb) {
             }
         });
     }
+    tb.add_emu_totals(d);
     return d;
 }
 
