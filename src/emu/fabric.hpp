@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <span>
 
@@ -67,6 +68,33 @@ public:
     /// arrived from outside (a shared-memory cable). Same rules as transmit(); may call
     /// from.receive().
     virtual void poll(EmuNhi& from) noexcept { (void)from; }
+
+    // ---- sleeping until something comes from another process (EmuNhi's RX helper) ----------
+    // A fabric whose frames all come from this process delivers them in the sender's thread:
+    // nothing to wait for (the defaults). One that takes frames from another process (a
+    // shared-memory cable, through poll()) lets a sleeping NHI be woken when they come.
+
+    /// The NHI has an RX interrupt armed (true) or no longer (false): ask the far ends in other
+    /// processes to wake wait_inbound() when they send, or stop asking (then sending costs them
+    /// no system call). While on, wait_inbound() also returns for input already waiting and for
+    /// frames the fabric holds itself falling due. Returns true if the fabric holds frames that
+    /// fall due later (a waiter must look again: call wake_inbound()).
+    virtual bool set_inbound_wakeups(bool on) noexcept {
+        (void)on;
+        return false;
+    }
+    /// Blocks until input from another process may wait for poll(), a held frame falls due,
+    /// `timeout` passes or wake_inbound() is called. Returns at once if `abort` is set: it is
+    /// read after the wake-up signal's state was taken, so setting `abort` and then calling
+    /// wake_inbound() always ends the wait. False (at once): nothing here can be waited for.
+    virtual bool wait_inbound(const std::atomic<bool>& abort,
+                              std::chrono::nanoseconds timeout) noexcept {
+        (void)abort;
+        (void)timeout;
+        return false;
+    }
+    /// Ends a wait_inbound() in progress (the next one waits normally).
+    virtual void wake_inbound() noexcept {}
 };
 
 /// Test fabric: ring N of `a` <-> ring N of `b`, both directions, frames delivered synchronously

@@ -253,6 +253,17 @@ void IrqBlock::raise(IrqKind kind, unsigned ring) noexcept {
     defer_locked(vector);
 }
 
+bool IrqBlock::rx_armed() const noexcept {
+    std::lock_guard lk(mu_);
+    for (unsigned r = 0; r < hop_count_; ++r) {
+        const unsigned bit = irq_bit(IrqKind::rx, r, hop_count_);
+        if (bit_set(enable_, bit) && deliverable_locked(vector_of_locked(bit))) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void IrqBlock::defer_locked(unsigned vector) noexcept {
     Vector& v = vec_[vector];
     if (v.deferred) {

@@ -55,6 +55,11 @@ public:
     /// An engine event on `ring`: set its status bit and send its message if allowed.
     void raise(hw::nhi::IrqKind kind, unsigned ring) noexcept;
 
+    /// Whether an RX ring's interrupt would be delivered now: its ENABLE bit is set and its
+    /// vector can be sent (bus mastering on, vector enabled). The emulated NHI's RX helper runs
+    /// only while this holds (nhi.hpp, "RX helper").
+    bool rx_armed() const noexcept;
+
     /// Power-on register state (function reset, host-router reset); eventfds stay.
     void power_on() noexcept;
 

@@ -3,6 +3,7 @@
 #include "emu/nhi.hpp"
 
 #include <algorithm>
+#include <system_error>
 #include <utility>
 
 namespace tbv::emu {
@@ -70,7 +71,21 @@ EmuNhi::EmuNhi(NhiConfig cfg)
     }
 }
 
-EmuNhi::~EmuNhi() = default;
+EmuNhi::~EmuNhi() {
+    {
+        std::lock_guard lk(helper_mu_);
+        helper_stop_ = true;
+        helper_abort_.store(true, std::memory_order_seq_cst);
+        ++helper_gen_;
+    }
+    helper_cv_.notify_all();
+    if (Fabric* const f = fabric_.load(std::memory_order_acquire)) {
+        f->wake_inbound();
+    }
+    if (helper_.joinable()) {
+        helper_.join();
+    }
+}
 
 hw::PciIdentity EmuNhi::identity() const noexcept {
     // ref §12.1: class 0x0c0340 (USB4 host interface).
@@ -121,6 +136,7 @@ void EmuNhi::write32(std::uint32_t offset, std::uint32_t value) noexcept {
         return;
     }
     if (irq_.write(offset, value)) {
+        rx_arm_changed();  // interrupt registers: only ever written on the driver's slow path
         return;
     }
     write_misc(offset, value);
@@ -241,6 +257,7 @@ void EmuNhi::power_on_registers() noexcept {
         rx_[i].sw_index.store(0, std::memory_order_release);
     }
     irq_.power_on();
+    rx_arm_changed();
     std::lock_guard lk(misc_mu_);
     inmail_data_ = 0;
     inmail_cmd_ = 0;
@@ -264,6 +281,7 @@ Result<void> EmuNhi::set_bus_master(bool enable) {
     }
     // Doorbells written while this was off wait for poll() (ref §12.1 bus-master gating).
     bus_master_.store(enable, std::memory_order_release);
+    rx_arm_changed();  // no bus mastering, no MSI-X message
     return ok();
 }
 
@@ -272,11 +290,14 @@ bool EmuNhi::bus_master() const noexcept {
 }
 
 Result<void> EmuNhi::enable_irqs(unsigned count) {
-    return irq_.enable_vectors(count);
+    auto r = irq_.enable_vectors(count);
+    rx_arm_changed();
+    return r;
 }
 
 void EmuNhi::disable_irqs() noexcept {
     irq_.disable_vectors();
+    rx_arm_changed();
 }
 
 int EmuNhi::irq_eventfd(unsigned vector) const noexcept {
@@ -289,7 +310,7 @@ Result<void> EmuNhi::reset() {
     }
     // Function-level reset: bus mastering off first so no engine starts DMA while rings reset.
     bus_master_.store(false, std::memory_order_release);
-    power_on_registers();
+    power_on_registers();  // also tells the RX helper
     return ok();
 }
 
@@ -316,7 +337,19 @@ void EmuNhi::poll() noexcept {
 // ---- fabric side, fault injection, inspection ---------------------------------------------------
 
 void EmuNhi::attach(Fabric* fabric) noexcept {
-    fabric_.store(fabric, std::memory_order_release);
+    const RxHelperHold hold = hold_rx_helper();  // it must not be inside the previous fabric
+    {
+        // The armed state moves to the new fabric (helper_mu_ orders this with rx_arm_changed).
+        std::lock_guard lk(helper_mu_);
+        Fabric* const old = fabric_.load(std::memory_order_acquire);
+        if (old != nullptr && helper_armed_) {
+            (void)old->set_inbound_wakeups(false);
+        }
+        fabric_.store(fabric, std::memory_order_release);
+        if (fabric != nullptr && helper_armed_) {
+            (void)fabric->set_inbound_wakeups(true);
+        }
+    }
     {
         // Waits out a poll() still inside the previous fabric.
         std::unique_lock lk(fabric_poll_mu_);
@@ -330,6 +363,105 @@ void EmuNhi::attach(Fabric* fabric) noexcept {
 
 void EmuNhi::surprise_remove() noexcept {
     gone_.store(true, std::memory_order_release);
+    rx_arm_changed();  // a removed function sends no interrupts
+}
+
+// ---- RX helper ---------------------------------------------------------------------------------
+
+namespace {
+/// Longest single sleep of the RX helper: after the interrupt is disarmed it notices on its next
+/// wake-up at the latest, then blocks without a timeout until the next arming.
+constexpr std::chrono::seconds kRxHelperSleep{1};
+}  // namespace
+
+void EmuNhi::rx_arm_changed() noexcept {
+    std::lock_guard lk(helper_mu_);
+    const bool armed = irq_.rx_armed();
+    if (armed == helper_armed_) {
+        return;
+    }
+    helper_armed_ = armed;
+    rx_armed_.store(armed, std::memory_order_release);
+    ++helper_gen_;
+    // The far end must know before the driver re-checks its rings after arming (Router /
+    // ShmCable::want_wakeups order this with the far end's sends).
+    Fabric* const f = fabric_.load(std::memory_order_acquire);
+    const bool look_again = f != nullptr && f->set_inbound_wakeups(armed);
+    if (armed && !helper_.joinable() && !helper_stop_) {
+        try {
+            helper_ = std::thread([this] { rx_helper_main(); });
+        } catch (const std::system_error&) {
+            // No thread: frames from another process then wait for the driver's own next poll
+            // (its wait has a timeout); nothing is lost.
+        }
+    }
+    if (look_again) {
+        f->wake_inbound();  // frames held by the fabric fall due later: the helper must look
+    }
+    helper_cv_.notify_all();
+}
+
+EmuNhi::RxHelperHold EmuNhi::hold_rx_helper() noexcept {
+    {
+        std::lock_guard lk(helper_mu_);
+        ++helper_holds_;
+        ++helper_gen_;
+        helper_abort_.store(true, std::memory_order_seq_cst);
+    }
+    if (Fabric* const f = fabric_.load(std::memory_order_acquire)) {
+        f->wake_inbound();  // ends a wait in progress: it read the doorbell before `abort`
+    }
+    // The helper holds the gate for the whole time it is inside the fabric.
+    { std::lock_guard gate(helper_gate_); }
+    return RxHelperHold(this);
+}
+
+void EmuNhi::release_rx_helper() noexcept {
+    {
+        std::lock_guard lk(helper_mu_);
+        --helper_holds_;
+        ++helper_gen_;
+        helper_abort_.store(helper_stop_ || helper_holds_ != 0, std::memory_order_seq_cst);
+    }
+    helper_cv_.notify_all();
+}
+
+bool EmuNhi::rx_helper_started() const {
+    std::lock_guard lk(helper_mu_);
+    return helper_.joinable();
+}
+
+void EmuNhi::rx_helper_main() noexcept {
+    std::uint64_t gen = 0;
+    for (;;) {
+        {
+            std::unique_lock lk(helper_mu_);
+            // Idle while nothing is armed (the driver polls) or a hold is on.
+            helper_cv_.wait(lk,
+                            [&] { return helper_stop_ || (helper_armed_ && helper_holds_ == 0); });
+            if (helper_stop_) {
+                return;
+            }
+            gen = helper_gen_;
+        }
+        std::unique_lock gate(helper_gate_);
+        if (helper_abort_.load(std::memory_order_seq_cst)) {
+            continue;  // a hold began after the check above: back to waiting for its end
+        }
+        Fabric* const f = fabric_.load(std::memory_order_acquire);
+        if (f == nullptr || !f->wait_inbound(helper_abort_, kRxHelperSleep)) {
+            // Nothing from another process here: senders raise the interrupt in their own
+            // thread. Block until something changes (arming, a new fabric, stop).
+            gate.unlock();
+            std::unique_lock lk(helper_mu_);
+            helper_cv_.wait(lk, [&] { return helper_gen_ != gen; });
+            continue;
+        }
+        if (rx_armed_.load(std::memory_order_acquire) &&
+            !helper_abort_.load(std::memory_order_acquire)) {
+            poll();  // the device's own work: into the RX rings, raising the RX interrupt
+        }
+    }
 }
 
 std::vector<EmuNhi::IommuFault> EmuNhi::faults() const {

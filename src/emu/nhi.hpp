@@ -7,7 +7,20 @@
 // Where the work runs: there is no device thread. The TX engine runs inside the driver's doorbell
 // write (write32 of a TX producer index) and, for doorbells that arrived while bus mastering was
 // off, inside poll(). The RX engine runs inside receive(), i.e. in the thread of whoever sends the
-// frame. The only helper thread delivers MSI-X messages that throttling held back; it blocks.
+// frame. Two helper threads exist, each started on first need and blocked otherwise: one
+// delivers MSI-X messages that throttling held back (irq.hpp), the RX helper below.
+//
+// RX helper (DESIGN.md: "an idle-blocking helper only where the application sleeps"). A frame
+// from another process (a shared-memory cable) reaches the RX ring only when this side polls,
+// and a driver that sleeps on its RX interrupt does not poll: real hardware would take the frame
+// in on its own and raise the interrupt. So while an RX ring's interrupt is armed (IrqBlock::
+// rx_armed: ENABLE bit set, vector deliverable), the RX helper sleeps in Fabric::wait_inbound
+// (the cable's doorbell, which the far end rings only while we ask it to) and, when woken, runs
+// poll(): the frames go into the RX rings and the RX engine raises the interrupt as it would for
+// any frame. While no RX interrupt is armed (the driver polls) it does nothing: the first arming
+// starts it, disarming does not wake it (it goes idle on its next wake-up), so a driver that
+// arms, re-checks and disarms costs no thread switch. Fabrics whose frames all come from this
+// process need no helper (the sender's thread raises the interrupt) and it stays idle.
 //
 // Locking: per-ring mutexes (TX ring, RX ring) and leaf mutexes for interrupt state and fault
 // records. Order: TX ring → (a peer's) RX ring → IOMMU (shared) → interrupts / fault records. A
@@ -33,6 +46,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -40,6 +54,7 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "emu/clock.hpp"
@@ -98,6 +113,30 @@ public:
     /// this NHI is still inside the previous fabric. Not to be called from inside
     /// Fabric::transmit or Fabric::poll.
     void attach(Fabric* fabric) noexcept;
+
+    /// While alive, the RX helper (see the header) stays out of the fabric: it is in neither
+    /// Fabric::wait_inbound nor poll(), and does not enter them.
+    class RxHelperHold {
+    public:
+        explicit RxHelperHold(EmuNhi* n) noexcept : n_(n) {}
+        RxHelperHold(RxHelperHold&& o) noexcept : n_(o.n_) { o.n_ = nullptr; }
+        RxHelperHold(const RxHelperHold&) = delete;
+        RxHelperHold& operator=(const RxHelperHold&) = delete;
+        RxHelperHold& operator=(RxHelperHold&&) = delete;
+        ~RxHelperHold() {
+            if (n_ != nullptr) {
+                n_->release_rx_helper();
+            }
+        }
+
+    private:
+        EmuNhi* n_;
+    };
+    /// For a fabric about to change what wait_inbound() or poll() reach (a cable end going
+    /// away): wakes the RX helper and returns once it is out. Not from inside a fabric call.
+    [[nodiscard]] RxHelperHold hold_rx_helper() noexcept;
+    /// Whether the RX helper thread has been started (tests).
+    bool rx_helper_started() const;
     Fabric* fabric() const noexcept { return fabric_.load(std::memory_order_acquire); }
     /// Delivers a frame into RX ring `ring` (ref §12.3 RX). Called by a fabric, from any thread.
     RxResult receive(unsigned ring, const FrameView& f) noexcept;
@@ -162,6 +201,26 @@ private:
 
     mutable std::mutex faults_mu_;  ///< leaf
     std::vector<IommuFault> faults_;
+
+    // RX helper (see the header). helper_mu_ is taken before the fabric's wake-up locks and the
+    // interrupt block's lock, never after them.
+    void rx_helper_main() noexcept;
+    /// After anything that may change IrqBlock::rx_armed(): interrupt registers, vectors, bus
+    /// mastering, reset. Tells the fabric and starts the helper on the first arming.
+    void rx_arm_changed() noexcept;
+    void release_rx_helper() noexcept;
+    mutable std::mutex helper_mu_;
+    std::condition_variable helper_cv_;
+    bool helper_armed_ = false;          ///< helper_mu_; the last rx_armed() told to the fabric
+    unsigned helper_holds_ = 0;          ///< helper_mu_
+    bool helper_stop_ = false;           ///< helper_mu_
+    std::uint64_t helper_gen_ = 0;       ///< helper_mu_; bumped on every change above
+    std::atomic<bool> rx_armed_{false};  ///< helper_armed_, readable without the lock
+    /// holds > 0 or stopping: ends a wait_inbound and keeps the helper out (seq_cst, see
+    /// Fabric::wait_inbound).
+    std::atomic<bool> helper_abort_{false};
+    std::mutex helper_gate_;  ///< held by the helper while it is inside the fabric
+    std::thread helper_;      ///< joined in ~EmuNhi, before any member goes
 
     IrqBlock irq_;  ///< after everything its helper thread reads; destroyed (joined) first
 };

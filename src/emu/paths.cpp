@@ -148,6 +148,11 @@ void Router::data_arrived(unsigned port, std::span<const WirePacket> ps) noexcep
     // Whatever has arrived by now goes on in this thread too (e.g. frames whose latency ran out
     // while the receiver did not poll): the receiver's poll is not the only way in.
     release_link(port, t);
+    if (inbound_wakeups_.load(std::memory_order_relaxed)) {
+        // The NHI sleeps with an RX interrupt armed: its helper must look at the new arrival
+        // time (only in that state, so the data path makes no system call otherwise).
+        wake_inbound();
+    }
 }
 
 void Router::release_link(unsigned port, Time t) noexcept {

@@ -106,6 +106,105 @@ void Router::poll() noexcept {
     }
 }
 
+// ---- a sleeping NHI ----------------------------------------------------------------------------
+
+InboundSignal* Router::inbound_end() const noexcept {
+    for (const auto& e : ends_hint_) {
+        if (CableEnd* const end = e.load(std::memory_order_acquire)) {
+            if (InboundSignal* const sig = end->inbound_signal()) {
+                return sig;
+            }
+        }
+    }
+    return nullptr;
+}
+
+std::optional<Router::Time> Router::next_link_arrival() const noexcept {
+    std::optional<Time> first;
+    for (const auto& pipe : link_in_) {
+        if (pipe) {
+            if (const auto t = pipe->next_arrival(); t && (!first || *t < *first)) {
+                first = t;
+            }
+        }
+    }
+    return first;
+}
+
+bool Router::set_inbound_wakeups(bool on) noexcept {
+    {
+        std::lock_guard lk(wakeups_mu_);
+        inbound_wakeups_.store(on, std::memory_order_release);
+        for (const auto& e : ends_hint_) {
+            if (CableEnd* const end = e.load(std::memory_order_acquire)) {
+                if (InboundSignal* const sig = end->inbound_signal()) {
+                    sig->want_wakeups(on);
+                }
+            }
+        }
+    }
+    return on && next_link_arrival().has_value();
+}
+
+bool Router::wait_inbound(const std::atomic<bool>& abort,
+                          std::chrono::nanoseconds timeout) noexcept {
+    InboundSignal* const sig = inbound_end();
+    if (sig == nullptr && !cfg_.link.cable_on()) {
+        return false;  // every frame comes in the sender's thread: nothing to wait for
+    }
+    std::unique_lock lk(wait_mu_);
+    // Both wake-up signals are read before `abort` (see Fabric::wait_inbound).
+    const std::uint64_t seen_local = wait_gen_;
+    const std::uint32_t seen = sig != nullptr ? sig->inbound_seq() : 0;
+    if (abort.load(std::memory_order_seq_cst)) {
+        return true;
+    }
+    if (inbound_wakeups_.load(std::memory_order_acquire)) {
+        if (sig != nullptr && sig->inbound_pending()) {
+            // Already there: poll. Once per doorbell count: if it is still there on the next
+            // call with no send in between, another thread is taking it in (or the cable is
+            // pulled and it waits to be dropped), so sleep until the next send instead of
+            // spinning.
+            if (!pending_reported_ || pending_seq_ != seen) {
+                pending_reported_ = true;
+                pending_seq_ = seen;
+                return true;
+            }
+        } else {
+            pending_reported_ = false;
+        }
+        if (const auto due = next_link_arrival()) {
+            const Time left = *due - now();
+            if (left <= Time::zero()) {
+                return true;
+            }
+            timeout = std::min(timeout, left);
+        }
+    }
+    if (sig != nullptr) {
+        lk.unlock();
+        sig->wait_inbound(seen, timeout);  // wake_inbound() rings this doorbell too
+    } else {
+        wait_cv_.wait_for(lk, timeout, [&] { return wait_gen_ != seen_local; });
+    }
+    return true;
+}
+
+void Router::wake_inbound() noexcept {
+    {
+        std::lock_guard lk(wait_mu_);
+        ++wait_gen_;
+    }
+    wait_cv_.notify_all();
+    for (const auto& e : ends_hint_) {
+        if (CableEnd* const end = e.load(std::memory_order_acquire)) {
+            if (InboundSignal* const sig = end->inbound_signal()) {
+                sig->wake_local();
+            }
+        }
+    }
+}
+
 void Router::publish_locked() noexcept {
     due_hint_.store(next_due_.count(), std::memory_order_release);
     for (unsigned p = 0; p < ports_.size(); ++p) {
@@ -200,6 +299,9 @@ void Router::connect_port(unsigned port, CableEnd* end) noexcept {
     if (port >= ports_.size()) {
         return;
     }
+    // The NHI's RX helper may be asleep on the old end's doorbell or polling it: keep it out
+    // until the new end is published (the caller may destroy the old end when we return).
+    const EmuNhi::RxHelperHold hold = nhi_.hold_rx_helper();
     CableEnd* old = nullptr;
     {
         std::lock_guard lk(mu_);
@@ -210,6 +312,9 @@ void Router::connect_port(unsigned port, CableEnd* end) noexcept {
     }
     if (old != nullptr) {
         old->bind(nullptr, port);
+        if (InboundSignal* sig = old->inbound_signal()) {
+            sig->want_wakeups(false);
+        }
     }
     Outbox out;
     {
@@ -224,6 +329,10 @@ void Router::connect_port(unsigned port, CableEnd* end) noexcept {
     flush(out);
     drop_in_flight(port);  // what was on the old cable
     if (end != nullptr) {
+        if (InboundSignal* sig = end->inbound_signal()) {
+            std::lock_guard lk(wakeups_mu_);
+            sig->want_wakeups(inbound_wakeups_.load(std::memory_order_relaxed));
+        }
         end->bind(this, port);
         cable_changed(port);
     }

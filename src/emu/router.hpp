@@ -35,6 +35,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -127,6 +128,13 @@ public:
     void transmit_batch(EmuNhi& from, unsigned ring,
                         std::span<const FrameView> frames) noexcept override;
     void poll(EmuNhi& from) noexcept override;
+    /// Sleeping NHI (EmuNhi's RX helper): the first cable end whose far end is in another process
+    /// is waited on (its doorbell); frames the link model holds wake it when they fall due.
+    /// Input on a second such end does not end a wait (its poll still takes it in).
+    bool set_inbound_wakeups(bool on) noexcept override;
+    bool wait_inbound(const std::atomic<bool>& abort,
+                      std::chrono::nanoseconds timeout) noexcept override;
+    void wake_inbound() noexcept override;
 
     // ---- CableSink (called by a cable) ----
     void cable_receive(unsigned port, const WirePacket& p) noexcept override;
@@ -135,7 +143,9 @@ public:
     void cable_changed(unsigned port) noexcept override;
 
     /// Plugs `end` into USB4 port `port` (nullptr or disconnect_port unplugs). The link trains
-    /// once the end reports a peer. Not from inside a cable or fabric call.
+    /// once the end reports a peer. Not from inside a cable or fabric call. Holds the NHI's RX
+    /// helper out of wait_inbound()/poll() meanwhile, so the previous end may be destroyed once
+    /// this returns.
     void connect_port(unsigned port, CableEnd* end) noexcept;
     void disconnect_port(unsigned port) noexcept { connect_port(port, nullptr); }
 
@@ -312,6 +322,17 @@ private:
     /// The link model's direction into each USB4 port; null when off. Fixed at construction.
     /// Lock order: a pipe's locks before mu_ (release_link routes under mu_), never the reverse.
     std::array<std::unique_ptr<LinkPipe>, 2> link_in_{};
+
+    // Sleeping NHI (wait_inbound). Leaves: nothing else is locked under them.
+    InboundSignal* inbound_end() const noexcept;
+    std::optional<Time> next_link_arrival() const noexcept;
+    std::atomic<bool> inbound_wakeups_{false};  ///< set_inbound_wakeups(true) in force
+    std::mutex wakeups_mu_;  ///< orders set_inbound_wakeups with a cable end being plugged
+    std::mutex wait_mu_;     ///< with wait_cv_: waits with no cable doorbell (link model only)
+    std::condition_variable wait_cv_;
+    std::uint64_t wait_gen_ = 0;     ///< wait_mu_; bumped by wake_inbound()
+    bool pending_reported_ = false;  ///< wait_mu_; input waiting was reported at pending_seq_
+    std::uint32_t pending_seq_ = 0;  ///< wait_mu_
 };
 
 }  // namespace tbv::emu

@@ -11,7 +11,11 @@
 
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <ctime>
+
+#include <linux/futex.h>
 
 #include "emu/batch.hpp"
 
@@ -19,8 +23,9 @@ namespace tbv::emu {
 
 namespace {
 
-/// "tbvcabl" + layout version 2: a file with another layout is refused, not misread.
-constexpr std::uint64_t kMagic = 0x7462'7663'6162'6c02ULL;
+/// "tbvcabl" + layout version 3 (3: the doorbells): a file with another layout is refused, not
+/// misread.
+constexpr std::uint64_t kMagic = 0x7462'7663'6162'6c03ULL;
 constexpr std::size_t kCtlPayload = 256;
 constexpr std::size_t kCtlSlots = 64;
 constexpr std::size_t kDataPayload = 4096;
@@ -72,6 +77,28 @@ struct PullState {
 constexpr std::uint32_t pull_epoch(std::uint32_t w) noexcept {
     return w >> 1;
 }
+/// The "frame arrived" signal towards one end (header: "Frame-arrived signal"). `seq` is the
+/// futex word; the receiving end writes `sleepers`, the sending end only reads it.
+struct Doorbell {
+    alignas(64) std::uint32_t seq;
+    std::uint32_t sleepers;  ///< nonzero: FUTEX_WAKE `seq` after sending
+};
+
+// Shared futexes (the waker is another process): FUTEX_WAIT / FUTEX_WAKE without the private flag.
+void futex_wait(std::uint32_t* word, std::uint32_t expected,
+                std::chrono::nanoseconds timeout) noexcept {
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(timeout);
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(secs.count());
+    ts.tv_nsec = static_cast<long>((timeout - secs).count());
+    // EAGAIN (the word moved already), EINTR and ETIMEDOUT all just return: callers look again.
+    (void)::syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futex_wake_all(std::uint32_t* word) noexcept {
+    (void)::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
 constexpr bool is_pulled(std::uint32_t w) noexcept {
     return (pull_epoch(w) & 1) != 0;
 }
@@ -103,6 +130,7 @@ struct ShmCable::Layout {
     std::uint64_t magic;
     EndInfo ends[2];
     PullState pull;
+    Doorbell bell[2];                      ///< bell[i]: towards end i
     Queue<kCtlPayload, kCtlSlots> ctl[2];  ///< ctl[i]: towards end i
     Queue<kDataPayload, kDataSlots> data[2];
 };
@@ -265,6 +293,9 @@ Result<std::unique_ptr<ShmCable>> ShmCable::open(const std::string& name, ShmCab
     if (is_pulled(w) && puller_of(w) == s) {
         at(map->pull.word).compare_exchange_strong(w, replugged(w));
     }
+    // A previous owner that died while asking for wake-ups would cost the peer a system call per
+    // send until we ask for them ourselves.
+    at(map->bell[s].sleepers).store(0);
     // Whatever a previous owner of this end left unread is stale.
     discard(map->ctl[s]);
     discard(map->data[s]);
@@ -354,6 +385,9 @@ void ShmCable::send(const WirePacket& p) noexcept {
             }
         }
     }
+    if (ok) {
+        ring_bell();
+    }
     std::lock_guard lk(stats_mu_);
     if (v.drop) {
         ++stats_.fault_drops;
@@ -398,6 +432,9 @@ void ShmCable::send_batch(std::span<const WirePacket> ps) noexcept {
                 ++full;
             }
         }
+    }
+    if (sent != 0) {
+        ring_bell();  // once per batch
     }
     std::lock_guard lk(stats_mu_);
     if (pulled) {
@@ -617,8 +654,11 @@ void ShmCable::poll() noexcept {
     }
     check_pull(now);
     if (has_held_.load(std::memory_order_relaxed)) {
-        std::lock_guard slk(send_mu_);  // order: poll_mu_, then send_mu_
-        (void)flush_held_locked();
+        {
+            std::lock_guard slk(send_mu_);  // order: poll_mu_, then send_mu_
+            (void)flush_held_locked();
+        }
+        ring_bell();  // what moved into the peer's queue is news for a sleeping peer too
     }
     if (present_.load(std::memory_order_relaxed)) {
         const unsigned n = drain();
@@ -627,6 +667,64 @@ void ShmCable::poll() noexcept {
             stats_.received += n;
         }
     }
+}
+
+// ---- frame-arrived signal ----------------------------------------------------------------------
+
+void ShmCable::ring_bell() noexcept {
+    Doorbell& b = map_->bell[1 - side_];
+    // The locked add orders our queue writes before the read of `sleepers` (seq_cst on both
+    // sides: with want_wakeups, a store-load pair across processes). Either the peer sees the
+    // packets when it looks at its queues after announcing itself, or we see it asleep and wake
+    // it; the common case (the peer polls) costs no system call.
+    at(b.seq).fetch_add(1, std::memory_order_seq_cst);
+    if (at(b.sleepers).load(std::memory_order_seq_cst) != 0) {
+        futex_wake_all(&b.seq);
+        std::lock_guard lk(stats_mu_);
+        ++stats_.wakes_sent;
+    }
+}
+
+void ShmCable::want_wakeups(bool on) noexcept {
+    Doorbell& b = map_->bell[side_];
+    at(b.sleepers).store(on ? 1u : 0u, std::memory_order_seq_cst);
+    if (on) {
+        // Pairs with ring_bell: a sender whose add came before our store may have read
+        // `sleepers` as 0 and not woken us. This load then reads its add (or a later one) and
+        // synchronises with it, so whoever looks at the queues after this returns sees its
+        // packets (the driver's re-check after arming an interrupt).
+        (void)at(b.seq).load(std::memory_order_seq_cst);
+    }
+}
+
+std::uint32_t ShmCable::inbound_seq() const noexcept {
+    return at(map_->bell[side_].seq).load(std::memory_order_seq_cst);
+}
+
+bool ShmCable::inbound_pending() const noexcept {
+    const auto waiting = [](auto& q) {
+        return at(q.head).load(std::memory_order_acquire) !=
+               at(q.tail).load(std::memory_order_relaxed);
+    };
+    return waiting(map_->ctl[side_]) || waiting(map_->data[side_]);
+}
+
+void ShmCable::wait_inbound(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcept {
+    {
+        std::lock_guard lk(stats_mu_);
+        ++stats_.waits;
+    }
+    futex_wait(&map_->bell[side_].seq, seen, timeout);
+}
+
+void ShmCable::wake_local() noexcept {
+    std::uint32_t& seq = map_->bell[side_].seq;
+    at(seq).fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(&seq);
+}
+
+pid_t ShmCable::peer_pid() const noexcept {
+    return static_cast<pid_t>(at(map_->ends[1 - side_].pid).load(std::memory_order_relaxed));
 }
 
 ShmCableStats ShmCable::stats() const {

@@ -39,6 +39,15 @@
 // this, a burst of UD datagrams while the receiving process was descheduled overflowed the queue
 // and the datagrams were lost with only full_drops to show for it (ib_send_bw -c UD hung; RC hid
 // the loss behind retransmissions).
+//
+// Frame-arrived signal (InboundSignal, wire.hpp): each direction has a doorbell in the file, a
+// futex word `seq` and a `sleepers` flag. The sender bumps `seq` after every send or batch (one
+// locked add, no system call) and calls FUTEX_WAKE only while the receiver has set `sleepers`
+// (want_wakeups(true)), so two ends that both poll never make a system call for each other. A
+// receiver that wants to sleep (the emulated NHI's RX helper, only while the driver has armed an
+// RX interrupt) reads `seq`, checks its queues, and waits for `seq` to move: a packet sent after
+// the read moves it (the wait returns at once or is woken), one sent before is found in the
+// queues. The words are shared between processes: plain (not FUTEX_PRIVATE) futex operations.
 #pragma once
 
 #include <sys/types.h>
@@ -86,9 +95,11 @@ struct ShmCableStats {
     std::uint64_t fault_corrupted = 0;
     std::uint64_t unplugs = 0;          ///< scheduled unplugs seen (this end's or the peer's)
     std::uint64_t unplugged_drops = 0;  ///< sent while pulled, or in flight when it was pulled
+    std::uint64_t wakes_sent = 0;       ///< FUTEX_WAKEs this end made after sending (peer slept)
+    std::uint64_t waits = 0;            ///< times this end slept in wait_inbound()
 };
 
-class ShmCable final : public CableEnd {
+class ShmCable final : public CableEnd, public InboundSignal {
 public:
     /// Data frames that may wait in this end for the peer's queue (see "Flow control"): more than
     /// every rail credit of one link (kMaxRailsPerLink rings of 256) can have on the way.
@@ -117,6 +128,17 @@ public:
     void send_batch(std::span<const WirePacket> ps) noexcept override;
     bool peer_present() const noexcept override { return present_.load(std::memory_order_acquire); }
     void poll() noexcept override;
+    InboundSignal* inbound_signal() noexcept override { return this; }
+
+    // ---- InboundSignal: the doorbell towards this end (see "Frame-arrived signal") ----
+    void want_wakeups(bool on) noexcept override;
+    std::uint32_t inbound_seq() const noexcept override;
+    bool inbound_pending() const noexcept override;
+    void wait_inbound(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcept override;
+    void wake_local() noexcept override;
+
+    /// The process holding the other end (0: none). It may have exited since (poll() finds out).
+    pid_t peer_pid() const noexcept;
 
     struct Layout;  ///< the file's contents (shm_cable.cpp)
 
@@ -129,6 +151,8 @@ private:
     void discard_incoming() noexcept;
     void notify() noexcept;
     unsigned drain() noexcept;
+    /// After a send: moves the peer's doorbell and wakes it if it sleeps. No lock needed.
+    void ring_bell() noexcept;
     /// send_mu_ held. Queues a data frame behind those waiting; false if it is lost (backlog
     /// full, or no memory).
     bool send_data_locked(const WirePacket& p, std::uint32_t pull) noexcept;

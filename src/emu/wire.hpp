@@ -5,6 +5,7 @@
 // shared-memory cable (shm_cable.hpp) both implement CableEnd.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <span>
 
@@ -66,6 +67,29 @@ public:
     virtual void cable_changed(unsigned port) noexcept = 0;
 };
 
+/// The "frame arrived" signal of a cable whose far end runs in another process (ShmCable): a
+/// doorbell the far end rings after it sends, which a sleeping device model (EmuNhi's RX helper,
+/// through Router::wait_inbound) waits on. An in-process cable has none: it delivers in the
+/// sender's thread, so there is never anything to wait for. Thread safe.
+class InboundSignal {
+public:
+    /// Asks the far end to wake a sleeper here after every batch it sends (true), or not to
+    /// (false, the default: sending then costs the far end no system call).
+    virtual void want_wakeups(bool on) noexcept = 0;
+    /// The doorbell's count now: wait_inbound(seen) returns at once once it has moved on.
+    virtual std::uint32_t inbound_seq() const noexcept = 0;
+    /// Whether packets from the far end wait for the next poll().
+    virtual bool inbound_pending() const noexcept = 0;
+    /// Blocks until the doorbell moves past `seen` (the far end sent, or wake_local() was called),
+    /// or `timeout` passes. Returns at once if it already has.
+    virtual void wait_inbound(std::uint32_t seen, std::chrono::nanoseconds timeout) noexcept = 0;
+    /// Moves the doorbell and wakes whoever waits on it in this process.
+    virtual void wake_local() noexcept = 0;
+
+protected:
+    ~InboundSignal() = default;
+};
+
 /// The cable side of a router port: how a router sends.
 class CableEnd {
 public:
@@ -91,6 +115,8 @@ public:
     /// Runs from the local router's poll with no router lock held: delivers what arrived from
     /// another process, checks peer liveness, ends an unplug_for() interval.
     virtual void poll() noexcept {}
+    /// Its "frame arrived" signal, if the far end is in another process; nullptr otherwise.
+    virtual InboundSignal* inbound_signal() noexcept { return nullptr; }
 };
 
 }  // namespace tbv::emu

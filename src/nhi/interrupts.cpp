@@ -60,6 +60,10 @@ void Interrupts::enable(IrqKind kind, unsigned ring, unsigned vector) noexcept {
     set_enable_bit(bit, true);
 }
 
+void Interrupts::route(IrqKind kind, unsigned ring, unsigned vector) noexcept {
+    set_vector(irq_bit(kind, ring, hop_count_), vector);
+}
+
 void Interrupts::disable(IrqKind kind, unsigned ring) noexcept {
     const unsigned bit = irq_bit(kind, ring, hop_count_);
     if (mode_ == IrqMode::w1c && hop_count_ <= kMaxHopCountMaskClear) {

@@ -63,6 +63,9 @@ public:
 
     /// Routes ring `ring`'s TX or RX interrupt to MSI-X `vector` and enables it (ref §4.2 step 5).
     void enable(IrqKind kind, unsigned ring, unsigned vector) noexcept;
+    /// Routes it to `vector` but leaves it masked (ENABLE clear): a NAPI-style owner unmasks it
+    /// only while it sleeps, so a polling driver takes no interrupt (no MSI-X write per frame).
+    void route(IrqKind kind, unsigned ring, unsigned vector) noexcept;
     /// Disables it and clears its vector nibble (ref §4.3).
     void disable(IrqKind kind, unsigned ring) noexcept;
     /// Temporarily stops messages for a ring that is being polled (NAPI style); unmask re-enables.

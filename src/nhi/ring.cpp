@@ -105,7 +105,9 @@ void RingBase::start(std::uint32_t size_reg, std::uint32_t pdf_reg, std::uint32_
         // ref §4.2 step 4: E2E is added after ENABLE.
         dev_->write32(opts + OPTS_FLAGS, flags | e2e_flags);
     }
-    if (vector_) {
+    if (vector_ && irq_masked_) {
+        nhi_.interrupts().route(tx ? IrqKind::tx : IrqKind::rx, ring_, *vector_);
+    } else if (vector_) {
         nhi_.interrupts().enable(tx ? IrqKind::tx : IrqKind::rx, ring_, *vector_);
     }
     head_ = tail_ = 0;
@@ -153,6 +155,7 @@ Result<std::unique_ptr<TxRing>> TxRing::create(Nhi& nhi, const RingConfig& cfg) 
     }
     std::unique_ptr<TxRing> ring(new TxRing(nhi, Direction::tx, prep->first, cfg.size, cfg.raw,
                                             std::move(prep->second), cfg.irq_vector));
+    ring->irq_masked_ = cfg.irq_masked;
     std::uint32_t flags = RING_FLAG_ENABLE::make(1);
     if (cfg.raw) {
         flags |= RING_FLAG_RAW::make(1);
@@ -222,6 +225,7 @@ Result<std::unique_ptr<RxRing>> RxRing::create(Nhi& nhi, const RingConfig& cfg) 
                                             std::move(prep->second), cfg.irq_vector));
     ring->buffer_size_ = cfg.rx_buffer_size;
     ring->interrupt_ = cfg.irq_vector.has_value();
+    ring->irq_masked_ = cfg.irq_masked;
     std::uint32_t flags = RING_FLAG_ENABLE::make(1);
     if (cfg.raw) {
         flags |= RING_FLAG_RAW::make(1);

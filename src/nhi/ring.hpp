@@ -41,6 +41,9 @@ struct RingConfig {
     unsigned rx_e2e_tx_hop = 0;
     /// MSI-X vector for this ring's completion interrupt; nullopt = polled only.
     std::optional<unsigned> irq_vector;
+    /// With irq_vector: start with the interrupt routed but masked (Interrupts::route). The
+    /// descriptors still ask for it (DESC_INTERRUPT), so unmasking is all it takes to sleep on it.
+    bool irq_masked = false;
 };
 
 enum class PostStatus : std::uint8_t {
@@ -123,6 +126,7 @@ protected:
     unsigned ring_;
     Nhi& nhi_;
     std::optional<unsigned> vector_;
+    bool irq_masked_ = false;  ///< RingConfig::irq_masked (read by start())
     std::unique_ptr<std::uint64_t[]> cookie_store_;
     hw::DmaRegion descs_;  ///< destroyed after stop() ran in the destructor
 };

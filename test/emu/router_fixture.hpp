@@ -44,8 +44,8 @@ inline std::uint64_t rx_route(std::uint32_t dw0, std::uint32_t dw1) {
 
 /// One host's connection-manager side: the driver on ring 0 of one NHI.
 struct Cm {
-    explicit Cm(emu::EmuNhi& dev)
-        : nhi(take(nhi::Nhi::open(dev))), ctl(take(nhi::ControlRing::create(*nhi))) {}
+    explicit Cm(emu::EmuNhi& dev, const nhi::NhiOptions& opts = {})
+        : nhi(take(nhi::Nhi::open(dev, opts))), ctl(take(nhi::ControlRing::create(*nhi))) {}
 
     void send(Pdf pdf, const std::vector<std::uint32_t>& dw) {
         REQUIRE(ctl->send(static_cast<unsigned>(pdf), dw));
@@ -147,7 +147,10 @@ inline std::vector<std::uint32_t> path_entry(unsigned out_adapter, unsigned out_
 
 /// A data ring pair on one NHI: TX ring `ring` and RX ring `ring` with posted buffers.
 struct Rail {
-    Rail(nhi::Nhi& n, unsigned ring, unsigned size = 16)
+    /// `rx_irq_vector`: the RX ring's interrupt goes to that vector, masked (RingConfig::
+    /// irq_masked) until the test unmasks it.
+    Rail(nhi::Nhi& n, unsigned ring, unsigned size = 16,
+         std::optional<unsigned> rx_irq_vector = std::nullopt)
         : tx_pool(take(nhi::FramePool::create(n.device(), size, 4096, hw::DmaAccess::read))),
           rx_pool(take(nhi::FramePool::create(n.device(), size, 4096, hw::DmaAccess::write))) {
         nhi::RingConfig cfg;
@@ -156,6 +159,8 @@ struct Rail {
         cfg.rx_sof_mask = 1u << 1;
         cfg.rx_eof_mask = 1u << 2;
         tx = take(nhi::TxRing::create(n, cfg));
+        cfg.irq_vector = rx_irq_vector;
+        cfg.irq_masked = true;
         rx = take(nhi::RxRing::create(n, cfg));
         for (unsigned i = 0; i + 1 < size; ++i) {
             const nhi::RxBuffer b{rx_pool.iova(i), i};
