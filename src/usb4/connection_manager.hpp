@@ -100,6 +100,9 @@ struct CmOptions {
     std::chrono::nanoseconds lane_poll = std::chrono::milliseconds(100);
     unsigned lane_polls = 10;
     unsigned rail_ring_size = 256;  ///< descriptors per rail ring (credits = size - 1)
+    /// MSI-X vector of the rails' RX rings, routed but masked (RingConfig::irq_masked): the
+    /// transport's owner unmasks them to sleep until a frame comes. nullopt: polled only.
+    std::optional<unsigned> rail_rx_irq_vector;
     /// A failed link starts discovery again after this long while its lane stays up (a peer
     /// process that was slow, busy or restarting gets another chance without a replug);
     /// zero keeps it failed until the cable is replugged.

@@ -46,7 +46,10 @@ Result<void> ConnectionManager::prepare_rails(Link& l, unsigned count) {
         if (!tx) {
             break;  // no ring left on this controller: offer what we have
         }
-        auto rx = nhi::RxRing::create(nhi_, cfg);
+        nhi::RingConfig rx_cfg = cfg;
+        rx_cfg.irq_vector = opts_.rail_rx_irq_vector;
+        rx_cfg.irq_masked = true;
+        auto rx = nhi::RxRing::create(nhi_, rx_cfg);
         if (!rx) {
             break;
         }

@@ -2,8 +2,14 @@
 #include "verbs/context.hpp"
 
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <ctime>
 
 #include "verbs/stats_shm.hpp"
 
@@ -11,6 +17,33 @@ namespace tbv::verbs {
 
 namespace {
 constexpr std::size_t kMaxQueuedEvents = 1024;  // a peer cannot make us queue without bound
+
+/// Longest wait() sleep on a single poll(2): beyond a day, TimePoint arithmetic is not needed.
+constexpr std::chrono::hours kForever{24};
+/// A timer that is already due after a round that did nothing cannot be served right now (a
+/// control frame waiting for credit): look again this much later instead of spinning.
+constexpr std::chrono::microseconds kStuckTimerRetry{10};
+/// Descriptors of the caller's fds wait() takes at most.
+constexpr std::size_t kMaxWaitFds = 16;
+
+void drain_eventfd(int fd) noexcept {
+    std::uint64_t n = 0;
+    (void)!::read(fd, &n, sizeof n);  // non-blocking: EAGAIN when nothing was counted
+}
+
+/// Whether a send on `qp` goes to this device itself (loopback): nothing raises an interrupt for
+/// it, so a sleeping wait() must be woken by hand.
+bool to_self(const Qp& qp, const SendWr& wr, std::uint16_t own_lid) noexcept {
+    if (qp.type() != QpType::ud) {
+        return qp.attr().ah_attr.dlid == own_lid;
+    }
+    for (const SendWr* w = &wr; w != nullptr; w = w->next) {
+        if (w->ah != nullptr && w->ah->peer() != nullptr && w->ah->peer()->loopback) {
+            return true;
+        }
+    }
+    return false;
+}
 
 template <typename T>
 Result<void> erase_owned(std::vector<std::unique_ptr<T>>& v, const T* p) {
@@ -23,13 +56,47 @@ Result<void> erase_owned(std::vector<std::unique_ptr<T>>& v, const T* p) {
 }
 }  // namespace
 
+const char* to_string(WaitOutcome w) noexcept {
+    switch (w) {
+        case WaitOutcome::work: return "work";
+        case WaitOutcome::interrupt: return "interrupt";
+        case WaitOutcome::event: return "event";
+        case WaitOutcome::timer: return "timer";
+        case WaitOutcome::timeout: return "timeout";
+    }
+    return "?";
+}
+
 Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions opts) {
     auto c = std::unique_ptr<Context>(new Context(std::move(opts)));
-    auto nhi = nhi::Nhi::open(dev);
+    c->wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->wake_fd_ < 0) {
+        return fail_errno(errno);
+    }
+    // Vectors 0..rx_irq_vector, if the device has them; a device that cannot enable them is
+    // driven without interrupts (wait() then sleeps on timers).
+    const std::optional<unsigned> vec = c->opts_.rx_irq_vector;
+    nhi::NhiOptions nopts;
+    if (vec && *vec < dev.irq_vector_count() && *vec < hw::nhi::kMaxMsixVectors) {
+        nopts.irq_vectors = *vec + 1;
+    }
+    auto nhi = nhi::Nhi::open(dev, nopts);
+    if (!nhi && nopts.irq_vectors != 0) {
+        nopts.irq_vectors = 0;
+        nhi = nhi::Nhi::open(dev, nopts);
+    }
     if (!nhi) {
         return Failure{nhi.error()};
     }
     c->nhi_ = std::move(*nhi);
+    if (vec && c->nhi_->irq_vectors() > *vec && dev.irq_eventfd(*vec) >= 0) {
+        c->irq_fd_ = dev.irq_eventfd(*vec);
+        c->irq_vector_ = *vec;
+        // Masked whenever nobody sleeps, so moderation is only for a sleeper woken again and
+        // again; Nhi::open gave every vector Linux's 128 µs, far too long for a sleeper's latency.
+        const auto ns = std::clamp<std::int64_t>(c->opts_.rx_irq_throttle.count(), 0, 0xffffffff);
+        c->nhi_->interrupts().set_throttle(*vec, static_cast<std::uint32_t>(ns));
+    }
     auto ring = nhi::ControlRing::create(*c->nhi_);
     if (!ring) {
         return Failure{ring.error()};
@@ -41,15 +108,23 @@ Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions o
     }
     c->ch_ = std::move(*ch);
     usb4::CmOptions cm = c->opts_.cm;
+    if (c->irq_fd_ >= 0) {
+        cm.rail_rx_irq_vector = c->irq_vector_;  // routed, masked until someone sleeps
+    }
     Context* self = c.get();
     cm.on_rails = [self](usb4::Link& l, bool up) {
         std::lock_guard g(self->mu_);  // the CM thread already holds cm_mu_ (order cm → data)
         if (up) {
-            if (auto r = self->fabric_->attach(l); !r && self->opts_.cm.trace) {
-                self->opts_.cm.trace("transport: cannot use the rails: " + r.error().message());
+            if (auto r = self->fabric_->attach(l); !r) {
+                if (self->opts_.cm.trace) {
+                    self->opts_.cm.trace("transport: cannot use the rails: " + r.error().message());
+                }
+                return;
             }
+            self->rail_rings_changed_locked(l, true);
         } else {
-            self->fabric_->detach(l);
+            self->fabric_->detach(l);  // stops the rings: their interrupts are disabled
+            self->rail_rings_changed_locked(l, false);
         }
     };
     auto mgr = usb4::ConnectionManager::create(*c->nhi_, *c->ch_, std::move(cm));
@@ -93,6 +168,9 @@ Context::~Context() {
     pds_.clear();
     cm_.reset();  // detaches the fabric's ports through on_rails (takes mu_)
     fabric_.reset();
+    if (wake_fd_ >= 0) {
+        ::close(wake_fd_);
+    }
 }
 
 void Context::cm_loop() {
@@ -172,6 +250,7 @@ void Context::push_event(AsyncEventType type, std::uint32_t object) noexcept {
         }
     }
     ev_cv_.notify_all();
+    wake();  // a thread asleep in wait() forwards events too (the provider's service thread)
 }
 
 bool Context::get_async_event(AsyncEvent& ev, std::chrono::nanoseconds timeout) {
@@ -284,11 +363,13 @@ Result<Cq*> Context::get_cq_event(CompChannel& ch, std::chrono::nanoseconds time
         if (left <= std::chrono::nanoseconds::zero()) {
             return fail(std::errc::timed_out);
         }
-        // Sleep briefly on the channel (another thread's progress wakes us), then drive
-        // progress again: the slow path the application chose by blocking.
-        pollfd p{ch.fd(), POLLIN, 0};
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(left).count();
-        (void)::poll(&p, 1, static_cast<int>(std::clamp<long long>(ms, 0, 1)));
+        // The slow path the application chose by blocking: sleep until a frame arrives (RX
+        // interrupt), another thread's progress signals the channel, or a transport timer is
+        // due, then drive progress again.
+        const std::array<int, 1> fd{ch.fd()};
+        if (auto w = wait(left, fd); !w) {
+            return Failure{w.error()};
+        }
     }
 }
 
@@ -398,6 +479,10 @@ Result<void> Context::post_send(Qp& qp, const SendWr& wr, const SendWr** bad) no
     // Start at once: a latency-bound caller should not wait for its next poll to hit the wire.
     (void)qp.pump(transport::Clock::now());
     fabric_->flush();
+    if (sleepers_ != 0 && r && to_self(qp, wr, fabric_->lid())) {
+        // Loopback frames raise no interrupt: a thread asleep in wait() must run them.
+        wake();
+    }
     return r;
 }
 
@@ -419,11 +504,16 @@ std::uint32_t Context::poll_cq(Cq& cq, std::span<Wc> out) noexcept {
 
 void Context::progress() noexcept {
     std::lock_guard g(mu_);
-    progress_locked();
+    (void)progress_locked();
 }
 
-void Context::progress_locked() noexcept {
-    (void)fabric_->poll();
+bool Context::progress_round() noexcept {
+    std::lock_guard g(mu_);
+    return progress_locked();
+}
+
+bool Context::progress_locked() noexcept {
+    bool did = fabric_->poll() != 0;
     const auto now = transport::Clock::now();
     // Each QP gets a bounded turn (kPumpBudget frames), starting one further each round, so
     // QPs sharing rails share their credits.
@@ -431,11 +521,152 @@ void Context::progress_locked() noexcept {
     for (std::size_t k = 0; k < n; ++k) {
         Qp& q = *qps_[(next_qp_ + k) % n];
         if (q.busy()) {
-            (void)q.pump(now);
+            did |= q.pump(now);
         }
     }
     next_qp_ = n == 0 ? 0 : (next_qp_ + 1) % n;
     fabric_->flush();
+    return did;
+}
+
+// ---- sleeping ----------------------------------------------------------------------------------
+
+void Context::rail_rings_changed_locked(const usb4::Link& l, bool up) noexcept {
+    for (const usb4::Rail& r : l.rails) {
+        if (r.rx_ring >= 64) {
+            continue;
+        }
+        const std::uint64_t bit = std::uint64_t{1} << r.rx_ring;
+        if (!up) {
+            rail_rx_rings_ &= ~bit;  // the ring is stopped: its interrupt is already disabled
+            continue;
+        }
+        rail_rx_rings_ |= bit;
+        if (irq_fd_ >= 0 && sleepers_ != 0) {
+            nhi_->interrupts().unmask(nhi::IrqKind::rx, r.rx_ring);  // someone sleeps on it
+        }
+    }
+}
+
+void Context::arm_locked() noexcept {
+    if (sleepers_++ != 0 || irq_fd_ < 0) {
+        return;  // already armed by another sleeper, or nothing to arm
+    }
+    nhi::Interrupts& irq = nhi_->interrupts();
+    // Status first: in clear-on-read mode a part raises new messages only once NOTIFY was read
+    // (ref §2.4); in W1C mode the bits of every frame since the last sleep are still set.
+    if (irq.mode() != nhi::IrqMode::w1c) {
+        (void)irq.take_status();
+    }
+    for (std::uint64_t m = rail_rx_rings_; m != 0; m &= m - 1) {
+        const auto ring = static_cast<unsigned>(std::countr_zero(m));
+        if (irq.mode() == nhi::IrqMode::w1c) {
+            (void)irq.clear(nhi::IrqKind::rx, ring);
+        }
+        irq.unmask(nhi::IrqKind::rx, ring);
+    }
+}
+
+void Context::disarm_locked() noexcept {
+    if (sleepers_ == 0 || --sleepers_ != 0) {
+        return;  // another sleeper still relies on the interrupt and the wake-up fd
+    }
+    if (irq_fd_ >= 0) {
+        nhi::Interrupts& irq = nhi_->interrupts();
+        for (std::uint64_t m = rail_rx_rings_; m != 0; m &= m - 1) {
+            irq.mask(nhi::IrqKind::rx, static_cast<unsigned>(std::countr_zero(m)));
+        }
+        // Masked: nothing can count any more. What was counted belongs to this sleep (or to a
+        // frame the re-check already handled): the next sleep must not wake for it.
+        drain_eventfd(irq_fd_);
+    }
+    drain_eventfd(wake_fd_);
+}
+
+transport::TimePoint Context::next_deadline_locked() noexcept {
+    transport::TimePoint t = transport::TimePoint::max();
+    for (const auto& q : qps_) {
+        if (const transport::Sender* s = q->sender()) {
+            t = std::min(t, s->next_deadline());
+        }
+        if (const transport::Receiver* r = q->receiver()) {
+            t = std::min(t, r->next_deadline());
+        }
+    }
+    // A parked datagram is dropped after kParkLimit even if nothing else happens.
+    fabric_->for_each_port([&](const transport::Port& p, unsigned, std::uint16_t) {
+        if (p.holding()) {
+            t = std::min(t, p.held_since() + transport::kParkLimit);
+        }
+    });
+    return t;
+}
+
+transport::TimePoint Context::next_deadline() {
+    std::lock_guard g(mu_);
+    return next_deadline_locked();
+}
+
+void Context::wake() noexcept {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+Result<WaitOutcome> Context::wait(std::chrono::nanoseconds timeout, std::span<const int> fds) {
+    if (fds.size() > kMaxWaitFds) {
+        return fail(std::errc::invalid_argument);
+    }
+    const auto start = transport::Clock::now();
+    transport::TimePoint due;
+    {
+        std::lock_guard g(mu_);
+        arm_locked();
+        // The re-check: a frame that came before the interrupt was unmasked raised none, but
+        // it is in a ring now (or still in the device, which this round's poll takes in).
+        if (progress_locked()) {
+            disarm_locked();
+            return WaitOutcome::work;
+        }
+        due = next_deadline_locked();
+    }
+    const transport::TimePoint limit =
+        timeout >= kForever ? start + kForever : start + std::max(timeout, decltype(timeout){0});
+    const auto now = transport::Clock::now();
+    if (due <= now) {
+        due = now + kStuckTimerRetry;
+    }
+    const bool timer_first = due < limit;
+    const auto left = std::max(std::min(due, limit) - now, transport::Clock::duration::zero());
+
+    std::array<pollfd, kMaxWaitFds + 2> pf{};
+    nfds_t n = 0;
+    const bool irq = irq_fd_ >= 0;
+    if (irq) {
+        pf[n++] = {irq_fd_, POLLIN, 0};
+    }
+    pf[n++] = {wake_fd_, POLLIN, 0};
+    for (const int fd : fds) {
+        pf[n++] = {fd, POLLIN, 0};
+    }
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(left);
+    timespec ts{};
+    ts.tv_sec = static_cast<time_t>(secs.count());
+    ts.tv_nsec = static_cast<long>(std::chrono::nanoseconds(left - secs).count());
+    const int rc = ::ppoll(pf.data(), n, &ts, nullptr);
+    const int err = errno;
+    {
+        std::lock_guard g(mu_);
+        disarm_locked();
+    }
+    if (rc < 0 && err != EINTR) {
+        return fail_errno(err);
+    }
+    if (rc <= 0) {
+        return rc < 0        ? WaitOutcome::event
+               : timer_first ? WaitOutcome::timer
+                             : WaitOutcome::timeout;
+    }
+    return irq && pf[0].revents != 0 ? WaitOutcome::interrupt : WaitOutcome::event;
 }
 
 }  // namespace tbv::verbs

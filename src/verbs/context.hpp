@@ -12,6 +12,15 @@
 // down through the fabric, and raises port events. With `cm_thread = false` the owner calls
 // poll_cm() itself (deterministic tests).
 //
+// Sleeping (wait()). A thread with nothing to do — the provider's service thread, a completion
+// channel wait — sleeps on the rails' RX interrupt instead of a timer, NAPI style: the rails' RX
+// rings are created with their interrupt routed to one MSI-X vector but masked, so the data path
+// never takes an interrupt (and the device never writes an eventfd per frame); wait() unmasks
+// them, runs a round of progress to close the race (a frame that arrived before the unmask is
+// found there, one after it raises the interrupt), sleeps in poll(2) on the vector's eventfd, its
+// own wake-up eventfd and the caller's fds until then, the next transport timer or the timeout,
+// and masks them again. Only wait() makes system calls; post, poll_cq and progress make none.
+//
 // Lock order: the context lock is the only lock on these paths. The CQ and the MR refcounts are
 // safe to read without it (poll of a CQ never races another poll of the same CQ under the lock).
 #pragma once
@@ -23,6 +32,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
 #include <vector>
@@ -52,7 +62,24 @@ struct ContextOptions {
     /// Counters in a shared-memory file for `tbv status` (verbs/stats_shm.hpp); TBV_STATS=0 in
     /// the environment turns it off as well.
     bool publish_stats = true;
+    /// MSI-X vector the rails' RX rings interrupt on, for wait() (the NHI is opened with this
+    /// many + 1 vectors). nullopt, or a device with too few vectors: wait() sleeps on timers.
+    std::optional<unsigned> rx_irq_vector = 1;
+    /// Minimum gap between two RX interrupts (REG_INT_THROTTLING_RATE, 256 ns units). The
+    /// interrupt is masked whenever nobody sleeps, so this only moderates a sleeper that is woken
+    /// again and again while frames stream in; 0 adds no latency.
+    std::chrono::nanoseconds rx_irq_throttle{0};
 };
+
+/// Why Context::wait() returned.
+enum class WaitOutcome : std::uint8_t {
+    work,       ///< the re-check after arming found something to do: it did not sleep
+    interrupt,  ///< a rail's RX interrupt fired (a frame arrived)
+    event,      ///< one of the caller's fds became readable, or wake() was called
+    timer,      ///< a transport timer (retransmission, ACK delay, reorder, RNR) fell due
+    timeout,    ///< the caller's timeout passed
+};
+const char* to_string(WaitOutcome w) noexcept;
 
 /// Counters of one port (rail or loopback) at a moment (tbv status, tests).
 struct PortStats {
@@ -126,6 +153,24 @@ public:
     std::uint32_t poll_cq(Cq& cq, std::span<Wc> out) noexcept;
     /// One round of progress (what poll_cq does first).
     void progress() noexcept;
+    /// The same; returns whether it did anything (received a frame, moved a QP).
+    bool progress_round() noexcept;
+
+    // ---- sleeping (slow path; see the header) ---------------------------------------------------
+    /// For a thread that just ran progress and found nothing to do: arms the rails' RX
+    /// interrupts, runs a round of progress (returns WaitOutcome::work at once if it did
+    /// anything), then sleeps until a frame arrives, one of `fds` becomes readable, wake() is
+    /// called, the next transport timer is due, or `timeout` passes. It does not run progress
+    /// after waking: the caller does (poll_cq, progress). Several threads may wait at once.
+    /// Errors: poll(2) failing (not EINTR, which returns `event`).
+    Result<WaitOutcome> wait(std::chrono::nanoseconds timeout, std::span<const int> fds = {});
+    /// Ends every wait() in progress (WaitOutcome::event); if none is, the next one returns at
+    /// once. One eventfd write.
+    void wake() noexcept;
+    /// Whether wait() can sleep on an RX interrupt (false: timers and fds only).
+    bool has_rx_irq() const noexcept { return irq_fd_ >= 0; }
+    /// When the next transport timer of any QP or port falls due (TimePoint::max(): none).
+    transport::TimePoint next_deadline();
 
     // ---- control plane and events ---------------------------------------------------------------
     /// Runs the connection manager once (only needed with cm_thread = false).
@@ -158,7 +203,14 @@ public:
 
 private:
     explicit Context(ContextOptions opts);
-    void progress_locked() noexcept;
+    bool progress_locked() noexcept;
+    transport::TimePoint next_deadline_locked() noexcept;
+    /// wait(): the first sleeper unmasks the rails' RX interrupts, the last one masks them again
+    /// and consumes what the eventfds counted meanwhile. mu_ held.
+    void arm_locked() noexcept;
+    void disarm_locked() noexcept;
+    /// A rail came up or went down (on_rails, mu_ held).
+    void rail_rings_changed_locked(const usb4::Link& l, bool up) noexcept;
     void push_event(AsyncEventType type, std::uint32_t object) noexcept;
     static void async_thunk(void* self, AsyncEventType type, std::uint32_t object) noexcept;
     void cm_loop();
@@ -180,6 +232,13 @@ private:
     std::vector<std::unique_ptr<CompChannel>> channels_;
     std::uint32_t next_handle_ = 1;
     std::size_t next_qp_ = 0;  ///< first QP of the next progress round (fairness)
+
+    // The wait path (wait()). The fds are owned by the device (irq_fd_) and by us (wake_fd_).
+    int irq_fd_ = -1;   ///< MSI-X eventfd of the rails' RX rings; -1: no interrupts
+    int wake_fd_ = -1;  ///< wake()
+    unsigned irq_vector_ = 0;
+    std::uint64_t rail_rx_rings_ = 0;  ///< mu_; bit r: RX ring r belongs to a rail that is up
+    unsigned sleepers_ = 0;            ///< mu_; threads between arm_locked and disarm_locked
 
     std::mutex ev_mu_;
     std::condition_variable ev_cv_;
