@@ -179,7 +179,9 @@ private:
     std::mutex chan_mu_;
     std::vector<CompChannel*> channels_;
     // The service thread's policy (TBV_PROGRESS, TBV_PROGRESS_US; context.cpp) and what it did.
-    bool irq_progress_ = true;  ///< sleep on the RX interrupt; false: a fixed period
+    /// Sleep on the RX interrupt; false: a fixed period (read by the service loop once it
+    /// sleeps on interrupts; the committed loop still runs the fixed period).
+    [[maybe_unused]] bool irq_progress_ = true;
     std::chrono::microseconds period_{50};  ///< timer mode: the period; irq mode: longest sleep
     std::vector<int> chan_fds_;             ///< service thread only: the channels' fds
     struct ServiceStats {
@@ -187,7 +189,7 @@ private:
         std::uint64_t rounds = 0;     ///< progress rounds run for the application
         std::uint64_t useful_irqs = 0;
         std::uint64_t backoffs = 0;  ///< timer sleeps while the application polled by itself
-    } sstats_;  ///< service thread only; printed at close with TBV_PROGRESS_STATS=1
+    } sstats_;             ///< service thread only; printed at close with TBV_PROGRESS_STATS=1
     std::thread service_;  ///< last: joined first
 };
 
