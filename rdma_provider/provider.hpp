@@ -137,7 +137,12 @@ public:
     verbs::Context& core() noexcept { return inst_->core(); }
 
     /// The application drove progress itself (poll_cq, post_*): the service thread need not.
-    void note_app_progress() noexcept { app_progress_.store(true, std::memory_order_relaxed); }
+    /// One clock read (vDSO, no system call) and a relaxed store: the service thread tells an
+    /// application in a poll loop from one that spins on memory by how long ago it last called.
+    void note_app_progress() noexcept {
+        app_last_call_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                             std::memory_order_relaxed);
+    }
 
     // Objects that async and channel events name, by their core identifiers.
     void add(Qp* qp);
@@ -160,13 +165,17 @@ public:
 
 private:
     void service_loop() noexcept;
+    /// After the first link wait: if the process at the other end of the cable started first,
+    /// wait (at most TBV_LINK_SETTLE_MS) until it listens on TCP (context.cpp).
+    void let_peer_listen(bool came_up_soon);
     void forward_async(const verbs::AsyncEvent& ev) noexcept;
 
     ContextShell* shell_;
     Device* dev_;
     std::shared_ptr<Instance> inst_;
     int async_write_fd_ = -1;
-    std::atomic<bool> app_progress_{false};
+    /// note_app_progress(): steady_clock ticks (ns) of the application's last verbs call.
+    std::atomic<std::chrono::steady_clock::rep> app_last_call_{0};
     std::atomic<bool> stop_{false};
     std::atomic<bool> waited_link_{false};
 
@@ -179,16 +188,15 @@ private:
     std::mutex chan_mu_;
     std::vector<CompChannel*> channels_;
     // The service thread's policy (TBV_PROGRESS, TBV_PROGRESS_US; context.cpp) and what it did.
-    /// Sleep on the RX interrupt; false: a fixed period (read by the service loop once it
-    /// sleeps on interrupts; the committed loop still runs the fixed period).
-    [[maybe_unused]] bool irq_progress_ = true;
+    bool irq_progress_ = true;              ///< sleep on the RX interrupt; false: a fixed period
     std::chrono::microseconds period_{50};  ///< timer mode: the period; irq mode: longest sleep
     std::vector<int> chan_fds_;             ///< service thread only: the channels' fds
     struct ServiceStats {
-        std::uint64_t waits[5] = {};  ///< by verbs::WaitOutcome
-        std::uint64_t rounds = 0;     ///< progress rounds run for the application
-        std::uint64_t useful_irqs = 0;
-        std::uint64_t backoffs = 0;  ///< timer sleeps while the application polled by itself
+        std::uint64_t waits[5] = {};    ///< by verbs::WaitOutcome
+        std::uint64_t rounds = 0;       ///< progress rounds run for the application
+        std::uint64_t useful_irqs = 0;  ///< interrupt wake-ups that found the application away
+        std::uint64_t backoffs = 0;     ///< timer sleeps while the application polled by itself
+        std::uint64_t probes = 0;       ///< wake-ups that stepped aside to see if it polls
     } sstats_;             ///< service thread only; printed at close with TBV_PROGRESS_STATS=1
     std::thread service_;  ///< last: joined first
 };

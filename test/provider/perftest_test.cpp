@@ -67,10 +67,12 @@ void run_pair(const std::string& prog, const std::vector<std::string>& args,
     auto ce = env;
     ce.insert(ce.end(), cli_env.begin(), cli_env.end());
     Proc server(srv, se);
-    // perftest's client does not retry its TCP connect: the server goes first, by more than the
-    // 2 s within which the provider counts a process as the second of a pair (it then lets the
-    // first one reach listen() before returning from the port query).
-    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    // perftest's client does not retry its TCP connect, and both processes leave their link wait
+    // at the same moment. The provider of the process that started later (the client) returns
+    // from that first port query only once the other one listens on TCP (it finds the peer's pid
+    // in the cable file; rdma_provider/context.cpp), so the server only has to start first: by
+    // more than the process start time's resolution (a clock tick), not by any settle time.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     Proc client(cli, ce);
     const ProcResult c = client.finish(std::chrono::seconds(120));
     const ProcResult s = server.finish(std::chrono::seconds(30));
