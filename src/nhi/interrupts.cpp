@@ -53,6 +53,7 @@ void Interrupts::set_vector(unsigned irq_index, unsigned vector) noexcept {
 }
 
 void Interrupts::enable(IrqKind kind, unsigned ring, unsigned vector) noexcept {
+    std::lock_guard g(rmw_mu_);
     const unsigned bit = irq_bit(kind, ring, hop_count_);
     // Order of ref §4.2 step 5: mode bit (set at init), vector nibble, then the enable bit, so the
     // first message already goes to the right vector.
@@ -61,10 +62,12 @@ void Interrupts::enable(IrqKind kind, unsigned ring, unsigned vector) noexcept {
 }
 
 void Interrupts::route(IrqKind kind, unsigned ring, unsigned vector) noexcept {
+    std::lock_guard g(rmw_mu_);
     set_vector(irq_bit(kind, ring, hop_count_), vector);
 }
 
 void Interrupts::disable(IrqKind kind, unsigned ring) noexcept {
+    std::lock_guard g(rmw_mu_);
     const unsigned bit = irq_bit(kind, ring, hop_count_);
     if (mode_ == IrqMode::w1c && hop_count_ <= kMaxHopCountMaskClear) {
         // Non-Intel stop path writes the bit to MASK_CLEAR (ref §4.3), no read-modify-write race
@@ -77,10 +80,12 @@ void Interrupts::disable(IrqKind kind, unsigned ring) noexcept {
 }
 
 void Interrupts::mask(IrqKind kind, unsigned ring) noexcept {
+    std::lock_guard g(rmw_mu_);
     set_enable_bit(irq_bit(kind, ring, hop_count_), false);
 }
 
 void Interrupts::unmask(IrqKind kind, unsigned ring) noexcept {
+    std::lock_guard g(rmw_mu_);
     set_enable_bit(irq_bit(kind, ring, hop_count_), true);
 }
 

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <mutex>
 
 #include "hw/device.hpp"
 #include "hw/nhi_regs.hpp"
@@ -89,6 +90,10 @@ private:
     hw::Device& dev_;
     unsigned hop_count_;
     IrqMode mode_;
+    // Enable bits and vector nibbles of many rings share a register, changed by read-modify-write:
+    // the CM thread starts and stops rings while a data thread masks and unmasks its rails. An
+    // unserialised pair loses one write (a sleeper then waits on a masked ring). Slow path only.
+    std::mutex rmw_mu_;
 };
 
 }  // namespace tbv::nhi

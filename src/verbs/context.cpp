@@ -580,6 +580,8 @@ void Context::disarm_locked() noexcept {
         // frame the re-check already handled): the next sleep must not wake for it.
         drain_eventfd(irq_fd_);
     }
+    // Nobody is in ppoll now, so no one can miss the write this drains; a wake it swallows
+    // is still counted in wake_count_ and ends the next wait.
     drain_eventfd(wake_fd_);
 }
 
@@ -608,8 +610,15 @@ transport::TimePoint Context::next_deadline() {
 }
 
 void Context::wake() noexcept {
+    // Count first, then ring: a waiter that sees the eventfd also sees the count.
+    wake_count_.fetch_add(1, std::memory_order_release);
     const std::uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+unsigned Context::waiting() {
+    std::lock_guard g(mu_);
+    return sleepers_;
 }
 
 Result<WaitOutcome> Context::wait(std::chrono::nanoseconds timeout, std::span<const int> fds) {
@@ -618,8 +627,19 @@ Result<WaitOutcome> Context::wait(std::chrono::nanoseconds timeout, std::span<co
     }
     const auto start = transport::Clock::now();
     transport::TimePoint due;
+    std::uint64_t woken_at = 0;  // the wake count this wait sleeps on
     {
         std::lock_guard g(mu_);
+        if (sleepers_ == 0) {
+            // Nobody is in ppoll: a write left by a wake() that the count already accounts for
+            // (one taken below without sleeping) must not end this sleep at once.
+            drain_eventfd(wake_fd_);
+        }
+        woken_at = wake_count_.load(std::memory_order_acquire);
+        if (woken_at != wake_seen_) {
+            wake_seen_ = woken_at;  // a wake() no wait has returned for yet: this one does
+            return WaitOutcome::event;
+        }
         arm_locked();
         // The re-check: a frame that came before the interrupt was unmasked raised none, but
         // it is in a ring now (or still in the device, which this round's poll takes in).
@@ -654,9 +674,20 @@ Result<WaitOutcome> Context::wait(std::chrono::nanoseconds timeout, std::span<co
     ts.tv_nsec = static_cast<long>(std::chrono::nanoseconds(left - secs).count());
     const int rc = ::ppoll(pf.data(), n, &ts, nullptr);
     const int err = errno;
+    bool woken = false;
     {
         std::lock_guard g(mu_);
+        const std::uint64_t now_count = wake_count_.load(std::memory_order_acquire);
+        if (now_count != woken_at) {
+            // wake() was called while this wait was in progress: it ends here, whatever else
+            // woke it. Every wait in progress sees the same, so one wake() ends them all.
+            woken = true;
+            wake_seen_ = std::max(wake_seen_, now_count);
+        }
         disarm_locked();
+    }
+    if (woken) {
+        return WaitOutcome::event;
     }
     if (rc < 0 && err != EINTR) {
         return fail_errno(err);

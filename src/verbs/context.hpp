@@ -165,8 +165,10 @@ public:
     /// Errors: poll(2) failing (not EINTR, which returns `event`).
     Result<WaitOutcome> wait(std::chrono::nanoseconds timeout, std::span<const int> fds = {});
     /// Ends every wait() in progress (WaitOutcome::event); if none is, the next one returns at
-    /// once. One eventfd write.
+    /// once. Lock-free (callable with the context lock held): a counter and one eventfd write.
     void wake() noexcept;
+    /// How many threads are inside wait() now (diagnostics; tests use it to know who sleeps).
+    unsigned waiting();
     /// Whether wait() can sleep on an RX interrupt (false: timers and fds only).
     bool has_rx_irq() const noexcept { return irq_fd_ >= 0; }
     /// When the next transport timer of any QP or port falls due (TimePoint::max(): none).
@@ -239,6 +241,12 @@ private:
     unsigned irq_vector_ = 0;
     std::uint64_t rail_rx_rings_ = 0;  ///< mu_; bit r: RX ring r belongs to a rail that is up
     unsigned sleepers_ = 0;            ///< mu_; threads between arm_locked and disarm_locked
+    // wake() counts; a wait that returns for it records the count it saw. A count above the
+    // recorded one is a wake no wait has seen yet: the next wait returns at once. The eventfd
+    // only interrupts ppoll; the counter says whether a wake happened, so draining the fd
+    // (when the last sleeper leaves) can never lose one.
+    std::atomic<std::uint64_t> wake_count_{0};
+    std::uint64_t wake_seen_ = 0;  ///< mu_; the wake count the last woken wait returned for
 
     std::mutex ev_mu_;
     std::condition_variable ev_cv_;

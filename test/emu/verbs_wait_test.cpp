@@ -204,10 +204,12 @@ TEST_CASE("verbs wait: wake() ends a wait, and one that comes first is not lost"
     Result<WaitOutcome> r2 = fail(std::errc::operation_canceled);
     std::thread t1([&] { r1 = p.b.ctx->wait(kGuard); });
     std::thread t2([&] { r2 = p.b.ctx->wait(kGuard); });
+    // Both must be inside wait(): a wait that begins after the wake is not "in progress".
     const auto end = std::chrono::steady_clock::now() + kGuard;
-    while (!rx_irq_armed(p.hb.nhi()) && std::chrono::steady_clock::now() < end) {
+    while (p.b.ctx->waiting() < 2 && std::chrono::steady_clock::now() < end) {
         std::this_thread::sleep_for(100us);
     }
+    CHECK(rx_irq_armed(p.hb.nhi()));
     p.b.ctx->wake();
     t1.join();
     t2.join();
