@@ -519,12 +519,14 @@ int query_qp(ibv_qp* qp, ibv_qp_attr* attr, int /*mask*/, ibv_qp_init_attr* init
     verbs::QpAttr a;
     verbs::QpState state = verbs::QpState::reset;
     verbs::QpCaps caps;
+    bool draining = false;
     guarded([&] {
         q->ctx->core().for_each_qp([&](const verbs::Qp& x) {
             if (&x == q->core) {
                 a = x.attr();
                 state = x.state();
                 caps = x.caps();
+                draining = x.sq_draining();
             }
         });
         return 0;
@@ -543,7 +545,7 @@ int query_qp(ibv_qp* qp, ibv_qp_attr* attr, int /*mask*/, ibv_qp_init_attr* init
     attr->ah_attr = from_av(a.ah_attr);
     attr->pkey_index = a.pkey_index;
     attr->en_sqd_async_notify = a.en_sqd_async_notify;
-    attr->sq_draining = 0;
+    attr->sq_draining = draining ? 1 : 0;  // SQD: WQEs begun before the drain still run
     attr->max_rd_atomic = a.max_rd_atomic;
     attr->max_dest_rd_atomic = a.max_dest_rd_atomic;
     attr->min_rnr_timer = a.min_rnr_timer;

@@ -5,8 +5,10 @@
 // out, completion channels and GIDs through tbvdv_*, and the interposer (preloaded by meson for
 // this test) including its ibv_import_device guard.
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -387,5 +389,117 @@ TEST_CASE("ibv_query_device reports exactly the limits the core enforces", "[pro
     CHECK(ibv_create_srq(pd, &sa) == nullptr);
     CHECK(errno == EINVAL);
     CHECK(ibv_destroy_cq(cq) == 0);
+    CHECK(ibv_dealloc_pd(pd) == 0);
+}
+
+TEST_CASE("SQD through libibverbs: the drained event, sq_draining, and back to RTS", "[provider]") {
+    Opened o;
+    ibv_context* ctx = o.ctx;
+    ibv_pd* pd = ibv_alloc_pd(ctx);
+    REQUIRE(pd != nullptr);
+    constexpr std::size_t kLen = 64 * 1024;
+    std::vector<char> src(kLen, 'x');
+    std::vector<char> dst(kLen, 0);
+    ibv_mr* sm = ibv_reg_mr(pd, src.data(), kLen, IBV_ACCESS_LOCAL_WRITE);
+    ibv_mr* dm = ibv_reg_mr(pd, dst.data(), kLen, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    REQUIRE(sm != nullptr);
+    REQUIRE(dm != nullptr);
+    ibv_cq* cq = ibv_create_cq(ctx, 8, nullptr, nullptr, 0);
+    REQUIRE(cq != nullptr);
+    ibv_qp_init_attr ia{};
+    ia.send_cq = cq;
+    ia.recv_cq = cq;
+    ia.qp_type = IBV_QPT_RC;
+    ia.cap = {4, 4, 1, 1, 0};
+    ibv_qp* qp = ibv_create_qp(pd, &ia);
+    REQUIRE(qp != nullptr);
+
+    // Connected to itself (by its own GID: the link of this test is never up).
+    ibv_gid own{};
+    REQUIRE(ibv_query_gid(ctx, 1, 0, &own) == 0);
+    ibv_qp_attr m{};
+    m.qp_state = IBV_QPS_INIT;
+    m.port_num = 1;
+    m.qp_access_flags = IBV_ACCESS_REMOTE_WRITE;
+    REQUIRE(ibv_modify_qp(
+                qp, &m, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) == 0);
+    m = ibv_qp_attr{};
+    m.qp_state = IBV_QPS_RTR;
+    m.path_mtu = IBV_MTU_4096;
+    m.dest_qp_num = qp->qp_num;
+    m.max_dest_rd_atomic = 1;
+    m.min_rnr_timer = 12;
+    m.ah_attr.is_global = 1;
+    m.ah_attr.grh.dgid = own;
+    m.ah_attr.port_num = 1;
+    REQUIRE(ibv_modify_qp(qp, &m,
+                          IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                              IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER) ==
+            0);
+    m = ibv_qp_attr{};
+    m.qp_state = IBV_QPS_RTS;
+    m.timeout = 14;
+    m.retry_cnt = 7;
+    m.rnr_retry = 7;
+    m.max_rd_atomic = 1;
+    REQUIRE(ibv_modify_qp(qp, &m,
+                          IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                              IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) == 0);
+
+    auto write_and_wait = [&](std::uint64_t id) {
+        ibv_sge g{reinterpret_cast<std::uintptr_t>(src.data()), kLen, sm->lkey};
+        ibv_send_wr wr{};
+        wr.wr_id = id;
+        wr.sg_list = &g;
+        wr.num_sge = 1;
+        wr.opcode = IBV_WR_RDMA_WRITE;
+        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.wr.rdma.remote_addr = reinterpret_cast<std::uintptr_t>(dst.data());
+        wr.wr.rdma.rkey = dm->rkey;
+        ibv_send_wr* bad = nullptr;
+        REQUIRE(ibv_post_send(qp, &wr, &bad) == 0);
+        ibv_wc wc{};
+        int got = 0;
+        for (int spins = 0; got == 0 && spins < 20'000'000; ++spins) {  // a hang guard only
+            got = ibv_poll_cq(cq, 1, &wc);
+        }
+        REQUIRE(got == 1);
+        CHECK(wc.status == IBV_WC_SUCCESS);
+        CHECK(wc.wr_id == id);
+    };
+    write_and_wait(1);
+    CHECK(dst == src);
+
+    // To SQD, asking for the event: the send queue is empty, so it is drained at once.
+    m = ibv_qp_attr{};
+    m.qp_state = IBV_QPS_SQD;
+    m.en_sqd_async_notify = 1;
+    REQUIRE(ibv_modify_qp(qp, &m, IBV_QP_STATE | IBV_QP_EN_SQD_ASYNC_NOTIFY) == 0);
+    pollfd pf{ctx->async_fd, POLLIN, 0};
+    REQUIRE(::poll(&pf, 1, 20000) == 1);  // a hang guard only
+    ibv_async_event ev{};
+    REQUIRE(ibv_get_async_event(ctx, &ev) == 0);
+    CHECK(ev.event_type == IBV_EVENT_SQ_DRAINED);
+    CHECK(ev.element.qp == qp);
+    ibv_ack_async_event(&ev);
+    ibv_qp_attr qa{};
+    ibv_qp_init_attr qi{};
+    REQUIRE(ibv_query_qp(qp, &qa, IBV_QP_STATE, &qi) == 0);
+    CHECK(qa.qp_state == IBV_QPS_SQD);
+    CHECK(qa.sq_draining == 0);
+    CHECK(qa.en_sqd_async_notify == 1);
+
+    // Back to RTS: the QP sends again.
+    std::fill(dst.begin(), dst.end(), 0);
+    m = ibv_qp_attr{};
+    m.qp_state = IBV_QPS_RTS;
+    REQUIRE(ibv_modify_qp(qp, &m, IBV_QP_STATE) == 0);
+    write_and_wait(2);
+    CHECK(dst == src);
+
+    CHECK(ibv_destroy_qp(qp) == 0);
+    CHECK(ibv_destroy_cq(cq) == 0);
+    CHECK(ibv_dereg_mr(sm) == 0);
+    CHECK(ibv_dereg_mr(dm) == 0);
     CHECK(ibv_dealloc_pd(pd) == 0);
 }
