@@ -126,6 +126,11 @@ std::shared_ptr<Instance> Device::acquire(int& err) {
     if (gid_ipv4 != 0) {
         options.cm.host.services.push_back(addr_service(gid_ipv4));  // peers resolve our GID
     }
+    // The GID ibv_query_gid reports: UD datagrams sent with a GRH carry it, received GRHs name
+    // it as their DGID, in the form its type (RoCE v2 in GID mode) gives them.
+    const ibv_gid gid = port_gid(gid_ipv4, guid);
+    std::memcpy(options.gid.data(), gid.raw, options.gid.size());
+    options.gid_roce_v2 = gid_ipv4 != 0;
     auto inst = std::make_shared<Instance>();
     constexpr std::string_view kVfio = "vfio:";
     if (std::string_view(spec).starts_with(kVfio)) {

@@ -11,7 +11,13 @@
 // IPv4-mapped GID). There is no Ethernet, IP or ARP underneath: the address is only a name. Each
 // host publishes it in its XDomain properties (a "tbvaddr" service directory whose prtcstns is
 // the address), so a DGID is resolved to the peer that announced it, or to this host for its own
-// GID (loopback). An unknown DGID is EHOSTUNREACH at create_ah / modify_qp(RTR).
+// GID (loopback). An unknown DGID is EHOSTUNREACH at create_ah / modify_qp(RTR); an address
+// without a GRH is EINVAL there, as on a RoCE port (no LIDs: every address handle is global).
+//
+// UD receive completions: a datagram sent through a global address handle arrives with a GRH
+// (IBV_WC_GRH, the first 40 bytes of the receive buffer). In IB mode it is the IB GRH; in GID
+// mode it has the form RoCE v2 hardware gives an IPv4 packet, the IPv4 header in bytes 20..39
+// (src/verbs/qp_unreliable.cpp make_grh), so ibv_init_ah_from_wc answers by GID in both.
 #pragma once
 
 #include <cstdint>

@@ -66,11 +66,13 @@ verbs::AddressVector to_av(const ibv_ah_attr& a) {
 
 /// Converts an address and names its peer: the DLID, or for a GRH with DLID 0 (RoCE style,
 /// gid.hpp) the host whose GID is the DGID. 0 or an errno: EINVAL for a source GID index other
-/// than 0, EHOSTUNREACH for a DGID no connected host has.
+/// than 0 or, in GID mode, for an address without a GRH (a RoCE port has no LIDs: every address
+/// is global, as the kernel's rdma_check_ah_attr insists); EHOSTUNREACH for a DGID no connected
+/// host has.
 int to_resolved_av(Context& ctx, const ibv_ah_attr& a, verbs::AddressVector& av) {
     av = to_av(a);
     if (a.is_global == 0) {
-        return 0;
+        return ctx.device().gid_ipv4 != 0 ? EINVAL : 0;
     }
     if (a.grh.sgid_index != 0) {
         return EINVAL;  // one GID per port

@@ -28,6 +28,17 @@ static_assert(kOffCredit + 2 == kBaseHeader);
 // AETH word: syndrome in bits 31:24, MSN in bits 23:0.
 constexpr unsigned kAethSyndromeShift = 24;
 
+// GRH extension: SGID (16 bytes as they are), then a word with the flow label in bits 19:0 and
+// the traffic class in bits 27:20 (bits 31:28 reserved), then a word with the hop limit in bits
+// 7:0 (bits 31:8 reserved).
+constexpr std::size_t kGrhOffSgid = 0;
+constexpr std::size_t kGrhOffClassFlow = 16;
+constexpr std::size_t kGrhOffHopLimit = 20;
+constexpr unsigned kTrafficClassShift = 20;
+constexpr std::uint32_t kClassFlowReserved = 0xF000'0000u;
+constexpr std::uint32_t kHopLimitReserved = 0xFFFF'FF00u;
+static_assert(kGrhOffHopLimit + 4 == kGrhExtSize);
+
 std::uint16_t load16(const std::byte* p) noexcept {
     return static_cast<std::uint16_t>(std::to_integer<unsigned>(p[0]) |
                                       (std::to_integer<unsigned>(p[1]) << 8));
@@ -123,12 +134,16 @@ Status validate(const Header& h) noexcept {
     if ((h.flags & kFlagAckRequest) != 0 && !info.sequenced) {
         return Status::bad_field;
     }
+    if ((h.flags & kFlagGrh) != 0 ? !info.deth || h.grh.flow_label > kFlowLabelMask
+                                  : h.grh != GrhExt{}) {
+        return Status::bad_field;  // a GRH only on a UD datagram; its fields only with the flag
+    }
     if (h.dest_qpn > kQpnMask || h.src_qpn > kQpnMask || !psn::valid(h.psn) ||
         !psn::valid(h.msg_psn) || h.aeth.msn > psn::kMask || h.ssn > psn::kMask ||
         (h.ssn != 0 && !info.seth)) {
         return Status::bad_field;
     }
-    const std::size_t hsize = header_size(op);
+    const std::size_t hsize = header_size(op, h.flags);
     if (h.payload_len > kMaxFrame - hsize) {
         return Status::too_long;
     }
@@ -207,7 +222,7 @@ std::size_t encode_header(const Header& h, std::span<std::byte> out) noexcept {
     }
     const auto op = static_cast<std::uint8_t>(h.opcode);
     const OpcodeInfo info = opcode_info(op);
-    const std::size_t hsize = header_size(op);
+    const std::size_t hsize = header_size(op, h.flags);
     if (out.size() < hsize) {
         return 0;
     }
@@ -239,6 +254,13 @@ std::size_t encode_header(const Header& h, std::span<std::byte> out) noexcept {
     if (info.deth) {
         store32(e, h.qkey);
         e += kDethSize;
+    }
+    if ((h.flags & kFlagGrh) != 0) {
+        std::memcpy(e + kGrhOffSgid, h.grh.sgid.data(), h.grh.sgid.size());
+        store32(e + kGrhOffClassFlow,
+                (std::uint32_t{h.grh.traffic_class} << kTrafficClassShift) | h.grh.flow_label);
+        store32(e + kGrhOffHopLimit, h.grh.hop_limit);
+        e += kGrhExtSize;
     }
     if (info.seth) {
         store32(e, h.ssn);
@@ -291,13 +313,14 @@ Status decode(std::span<const std::byte> frame, Frame& out) noexcept {
     if (!info.known) {
         return Status::bad_opcode;
     }
-    const std::size_t hsize = header_size(op);
+    const auto flags = static_cast<std::uint8_t>(vf & 0x0Fu);
+    const std::size_t hsize = header_size(op, flags);
     if (frame.size() < hsize) {
         return Status::too_short;
     }
     Header h{};
     h.opcode = static_cast<Opcode>(op);
-    h.flags = static_cast<std::uint8_t>(vf & 0x0Fu);
+    h.flags = flags;
     h.rail_seq = load16(p + kOffRailSeq);
     h.dest_qpn = load32(p + kOffDestQpn);
     h.src_qpn = load32(p + kOffSrcQpn);
@@ -327,6 +350,18 @@ Status decode(std::span<const std::byte> frame, Frame& out) noexcept {
     if (info.deth) {
         h.qkey = load32(e);
         e += kDethSize;
+        if ((flags & kFlagGrh) != 0) {
+            std::memcpy(h.grh.sgid.data(), e + kGrhOffSgid, h.grh.sgid.size());
+            const std::uint32_t cf = load32(e + kGrhOffClassFlow);
+            const std::uint32_t hl = load32(e + kGrhOffHopLimit);
+            if ((cf & kClassFlowReserved) != 0 || (hl & kHopLimitReserved) != 0) {
+                return Status::reserved_bits;
+            }
+            h.grh.flow_label = cf & kFlowLabelMask;
+            h.grh.traffic_class = static_cast<std::uint8_t>(cf >> kTrafficClassShift);
+            h.grh.hop_limit = static_cast<std::uint8_t>(hl);
+            e += kGrhExtSize;
+        }
     }
     if (info.seth) {
         h.ssn = load32(e);

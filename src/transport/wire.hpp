@@ -6,6 +6,7 @@
 // results are small enums.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -25,7 +26,14 @@ inline constexpr std::size_t kDethSize = 4;        ///< UD: Q_Key (source QPN is
 /// with immediate), 24 bits. With striping a frame of message n+1 may overtake message n; the
 /// responder uses this number to find the receive WQE the frame belongs to.
 inline constexpr std::size_t kSethSize = 4;
-/// Largest header of a frame that carries payload (RDMA WRITE with RETH + SETH + immediate).
+/// GRH extension of a UD datagram sent with a GRH (kFlagGrh): the source GID 16, traffic class
+/// and flow label 4, hop limit 4. The receiver builds the 40-byte GRH from it; the DGID is not
+/// carried (the receiver names its own GID, its port's only one).
+inline constexpr std::size_t kGrhExtSize = 24;
+inline constexpr std::uint32_t kFlowLabelMask = 0xF'FFFFu;  ///< IB/IPv6 flow label: 20 bits
+/// Largest header of a segmented (RC/UC) data frame: RDMA WRITE with RETH + SETH + immediate.
+/// A UD datagram's header may be larger (up to 64 bytes with a GRH), but a datagram carries at
+/// most the 2048-byte MTU.
 inline constexpr std::size_t kMaxDataHeader = kBaseHeader + kRethSize + kSethSize + kImmSize;
 /// Payload per frame the segmenter uses for every data opcode, so that frame i of a message
 /// starts at byte i * kSegment whatever its header: 4096 - 52.
@@ -70,7 +78,11 @@ inline constexpr std::uint8_t kOpcodeCount = 0x1A;
 /// Base-header flag bits (low nibble of byte 0; the high nibble is the version).
 inline constexpr std::uint8_t kFlagSolicited = 0x01;   ///< solicited event (last/only + imm)
 inline constexpr std::uint8_t kFlagAckRequest = 0x02;  ///< receiver: ACK this frame now
-inline constexpr std::uint8_t kFlagsKnown = kFlagSolicited | kFlagAckRequest;
+/// UD only: the datagram was sent with a GRH (the address handle's is_global), so a GRH
+/// extension header (kGrhExtSize) follows the DETH — as IB's LRH:LNH says whether a GRH
+/// follows the LRH. A receiver that does not know the bit drops the frame (reserved bits).
+inline constexpr std::uint8_t kFlagGrh = 0x04;
+inline constexpr std::uint8_t kFlagsKnown = kFlagSolicited | kFlagAckRequest | kFlagGrh;
 
 /// NAK syndromes (IBA vol. 1 table 44 codes).
 enum class NakCode : std::uint8_t {
@@ -203,7 +215,18 @@ constexpr std::size_t header_size(Opcode op) noexcept {
     return header_size(static_cast<std::uint8_t>(op));
 }
 
+/// Header bytes of a frame with these flags: header_size(op), plus the GRH extension when
+/// kFlagGrh is set on a UD opcode (on any other opcode the flag is invalid and adds nothing).
+constexpr std::size_t header_size(std::uint8_t op, std::uint8_t flags) noexcept {
+    const std::size_t n = header_size(op);
+    return n != 0 && (flags & kFlagGrh) != 0 && opcode_info(op).deth ? n + kGrhExtSize : n;
+}
+constexpr std::size_t header_size(Opcode op, std::uint8_t flags) noexcept {
+    return header_size(static_cast<std::uint8_t>(op), flags);
+}
+
 static_assert(header_size(Opcode::send_only) == 36);
+static_assert(header_size(Opcode::ud_send_only_imm, kFlagGrh) == 64);
 static_assert(header_size(Opcode::write_only_imm) == kMaxDataHeader);
 static_assert(header_size(Opcode::cmp_swap) == 60);
 static_assert(header_size(Opcode::atomic_ack) == 44);
@@ -223,6 +246,15 @@ struct AtomicEth {
 struct Aeth {
     std::uint8_t syndrome = 0;  ///< ACK 0, NAK: NakCode, RNR NAK: timer code 0-31
     std::uint32_t msn = 0;      ///< 24-bit count of messages the responder completed
+};
+
+/// GRH extension (UD with kFlagGrh): the GRH fields the receiver cannot know by itself.
+struct GrhExt {
+    std::array<std::uint8_t, 16> sgid{};  ///< the sender's GID, raw bytes (network order)
+    std::uint32_t flow_label = 0;         ///< 20 bits
+    std::uint8_t traffic_class = 0;
+    std::uint8_t hop_limit = 0;
+    bool operator==(const GrhExt&) const = default;
 };
 
 /// Every field of a frame header, decoded (host order). Fields an opcode does not carry are 0.
@@ -245,6 +277,7 @@ struct Header {
     std::uint64_t atomic_orig = 0;
     std::uint32_t qkey = 0;
     std::uint32_t ssn = 0;  ///< SETH: receive sequence number (24 bits)
+    GrhExt grh{};           ///< with kFlagGrh only (all zero otherwise)
 };
 
 enum class Status : std::uint8_t {

@@ -132,6 +132,15 @@ Result<std::unique_ptr<Context>> Context::open(hw::Device& dev, ContextOptions o
         return Failure{mgr.error()};
     }
     c->cm_ = std::move(*mgr);
+    if (c->opts_.gid == Gid{}) {
+        // The router UUID, dwords in order, each little-endian (api/address.cpp gid_of).
+        const hw::usb4::UuidDwords u = c->cm_->uuid();
+        for (std::size_t i = 0; i < u.size(); ++i) {
+            for (std::size_t b = 0; b < 4; ++b) {
+                c->opts_.gid[4 * i + b] = static_cast<std::uint8_t>(u[i] >> (8 * b));
+            }
+        }
+    }
     c->fabric_ =
         std::make_unique<transport::Fabric>(dev, c->cm_->uuid(), [self](std::uint16_t, bool up) {
             self->push_event(up ? AsyncEventType::port_active : AsyncEventType::port_err, 1);
@@ -441,7 +450,8 @@ Result<Qp*> Context::create_qp(const QpInit& init) {
     if (qps_.size() >= opts_.limits.max_qp) {
         return fail(std::errc::not_enough_memory);
     }
-    QpEnv env{fabric_.get(), mrs_.get(), opts_.limits, AsyncHandler{&async_thunk, this}};
+    QpEnv env{fabric_.get(), mrs_.get(),       opts_.limits, AsyncHandler{&async_thunk, this},
+              opts_.gid,     opts_.gid_roce_v2};
     auto qp = Qp::create(env, init);
     if (!qp) {
         return Failure{qp.error()};

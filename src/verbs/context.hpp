@@ -69,6 +69,13 @@ struct ContextOptions {
     /// interrupt is masked whenever nobody sleeps, so this only moderates a sleeper that is woken
     /// again and again while frames stream in; 0 adds no latency.
     std::chrono::nanoseconds rx_irq_throttle{0};
+    /// GID 0 of the port, its only GID. A UD datagram sent with a GRH carries it as the SGID; a
+    /// received GRH names it as the DGID. All zero: the router UUID, as tbv::Address carries it
+    /// (the provider sets fe80::<node GUID>, or ::ffff:a.b.c.d in its GID mode).
+    Gid gid{};
+    /// The GID is a RoCE v2 GID (IPv4-mapped: the provider's GID mode). A received GRH is then
+    /// written as RoCE v2 hardware writes it (qp_unreliable.cpp): an IPv4 header in bytes 20..39.
+    bool gid_roce_v2 = false;
 };
 
 /// Why Context::wait() returned.
@@ -118,6 +125,8 @@ public:
 
     const DeviceLimits& limits() const noexcept { return opts_.limits; }
     std::uint16_t lid() const noexcept { return fabric_->lid(); }
+    /// GID 0 of the port (ContextOptions::gid, or the default it describes).
+    const Gid& gid() const noexcept { return opts_.gid; }
     hw::usb4::UuidDwords uuid() const noexcept { return cm_->uuid(); }
     /// Port state: active when a peer with rails is connected (loopback always works).
     bool port_active();

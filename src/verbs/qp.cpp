@@ -264,6 +264,14 @@ Result<void> Qp::post_send(const SendWr& first, const SendWr** bad) noexcept {
             w.rqpn = wr->remote_qpn;
             // IB: a Q_Key with the high bit set means "use the QP's own Q_Key".
             w.qkey = (wr->remote_qkey & 0x8000'0000u) != 0 ? sm_.attr().qkey : wr->remote_qkey;
+            // A global AH sends a GRH; its fields are copied at post time, as the rest of the AH.
+            const AddressVector& av = wr->ah->av();
+            if (av.is_global) {
+                w.grh = true;
+                w.flow_label = av.flow_label & wire::kFlowLabelMask;  // 20 bits, as on the wire
+                w.traffic_class = av.traffic_class;
+                w.hop_limit = av.hop_limit;
+            }
         }
         Seg* segs = sq_segs_.data() + (seq % sq_.size()) * caps_.max_send_sge;
         if (w.is_inline) {
@@ -375,7 +383,7 @@ void Qp::complete_send(SendWqe& w, WcStatus st) noexcept {
 
 void Qp::complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uint32_t imm,
                        bool has_imm, bool rdma_imm, bool solicited, const transport::Port* ud_from,
-                       std::uint32_t ud_src_qp) noexcept {
+                       std::uint32_t ud_src_qp, bool ud_grh) noexcept {
     release(r.segs, r.nseg);
     r.nseg = 0;
     Wc wc{};
@@ -389,6 +397,9 @@ void Qp::complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uin
     if (has_imm) {
         wc.imm_data = imm;
         wc.wc_flags |= kWcWithImm;
+    }
+    if (ud_grh) {
+        wc.wc_flags |= kWcGrh;  // the receive buffer's first 40 bytes hold the GRH
     }
     if (ud_from != nullptr) {
         wc.slid = ud_from->peer_lid();

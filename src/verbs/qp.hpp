@@ -71,6 +71,8 @@ struct QpEnv {
     MrTable* mrs = nullptr;
     DeviceLimits limits{};
     AsyncHandler async{};
+    Gid gid{};             ///< the port's GID (ContextOptions::gid): UD GRHs
+    bool roce_v2 = false;  ///< ContextOptions::gid_roce_v2
 };
 
 class Qp final : public transport::QpSink {
@@ -127,6 +129,10 @@ private:
         std::uint32_t rqpn = 0;    ///< UD: destination QP, Q_Key, and peer (from the AH)
         std::uint32_t qkey = 0;
         transport::Peer* dst = nullptr;
+        std::uint32_t flow_label = 0;  ///< UD with a GRH (the AH's is_global): its fields
+        std::uint8_t traffic_class = 0;
+        std::uint8_t hop_limit = 0;
+        bool grh = false;
         WrOpcode op = WrOpcode::send;
         WcStatus status = WcStatus::success;  ///< a local error found at post time
         bool signaled = false;
@@ -200,8 +206,8 @@ private:
     void complete_send(SendWqe& w, WcStatus st) noexcept;
     void complete_recv(RecvWqe& r, WcStatus st, std::uint32_t byte_len, std::uint32_t imm,
                        bool has_imm, bool rdma_imm, bool solicited = false,
-                       const transport::Port* ud_from = nullptr,
-                       std::uint32_t ud_src_qp = 0) noexcept;
+                       const transport::Port* ud_from = nullptr, std::uint32_t ud_src_qp = 0,
+                       bool ud_grh = false) noexcept;
     void release(Seg* segs, std::uint32_t n) noexcept;
     void flush_bound() noexcept;     ///< SRQ WQEs held by this QP complete with WR_FLUSH_ERR
     void drop_responses() noexcept;  ///< answers owed to the peer are dropped, MR refs released

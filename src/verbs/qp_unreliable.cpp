@@ -10,8 +10,13 @@
 //
 // UD: one frame per datagram (≤ kUdMtu), to the LID of an address handle; the receiver accepts
 // from anyone whose datagram carries its Q_Key and places the payload after the 40 bytes IB
-// reserves for a GRH. No receive WQE posted: the datagram is dropped and counted.
+// reserves for a GRH. A datagram sent through a global address handle carries the GRH fields the
+// receiver cannot know (wire::kFlagGrh: source GID, traffic class, flow label, hop limit); the
+// receiver writes the GRH into those 40 bytes and flags the completion (IBV_WC_GRH). Without
+// one the 40 bytes are left as they are. No receive WQE posted: the datagram waits (parked in
+// its port) and is dropped and counted only if none comes (kUdStarveLimit).
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "verbs/qp.hpp"
@@ -22,6 +27,87 @@ namespace tbv::verbs {
 
 namespace wire = transport::wire;
 namespace psn = transport::psn;
+
+namespace {
+
+// The headers a GRH's lengths count behind it, as on an IB or RoCE wire (IBA chapter 9): BTH,
+// the 8-byte IB DETH (Q_Key + source QPN; ours keeps the QPN in the base header), ImmDt, the
+// payload padded to 4 bytes, ICRC; RoCE v2 adds UDP (IBA annex A17) and, for IPv4, the IPv4
+// header itself.
+constexpr std::uint32_t kBthBytes = 12;
+constexpr std::uint32_t kIbDethBytes = 8;
+constexpr std::uint32_t kImmDtBytes = 4;
+constexpr std::uint32_t kIcrcBytes = 4;
+constexpr std::uint32_t kUdpBytes = 8;
+constexpr std::uint32_t kIpv4Bytes = 20;
+constexpr std::uint8_t kNxtHdrIba = 0x1B;  // IBA 8.3: an IBA transport header follows
+constexpr std::uint8_t kIpProtoUdp = 17;   // RoCE v2: UDP, destination port 4791
+constexpr std::size_t kIpv4Offset = 20;    // RoCE v2 over IPv4: bytes 20..39 of the GRH area
+
+void put_be16(std::byte* p, std::uint32_t v) noexcept {
+    p[0] = static_cast<std::byte>(v >> 8);
+    p[1] = static_cast<std::byte>(v);
+}
+
+void put_be32(std::byte* p, std::uint32_t v) noexcept {
+    put_be16(p, v >> 16);
+    put_be16(p + 2, v);
+}
+
+/// ::ffff:a.b.c.d (RFC 4291 §2.5.5.2), the form RoCE v2 gives IPv4 addresses.
+bool ipv4_mapped(const std::array<std::uint8_t, 16>& g) noexcept {
+    return std::all_of(g.begin(), g.begin() + 10, [](std::uint8_t b) { return b == 0; }) &&
+           g[10] == 0xff && g[11] == 0xff;
+}
+
+/// The 40 bytes an HCA writes at the start of a UD receive buffer for a datagram that came with
+/// a GRH. `dgid` is the receiving port's GID: the sender's DGID resolved to this port, which
+/// has only that one.
+/// - IB (and RoCE v1) ports, IBA 8.3: IPVer 6, TClass, FlowLabel, PayLen (the bytes after the
+///   GRH up to and including the ICRC), NxtHdr 0x1B, HopLmt, SGID, DGID, big-endian.
+/// - RoCE v2 ports (gid_roce_v2) when both GIDs are IPv4-mapped: the packet was IPv4, and RoCE v2
+///   hardware puts its 20-byte IPv4 header in bytes 20..39 and nothing defined in 0..19 (rxe
+///   zeroes them; so do we). libibverbs' ibv_init_ah_from_wc finds the IPv4 header there by the
+///   version nibbles (byte 0 is not 6, byte 20 is 4).
+/// - RoCE v2 ports with another SGID (a sender in IB mode): the IPv6 header, NxtHdr UDP.
+std::array<std::byte, kGrhSize> make_grh(const wire::Header& h, const Gid& dgid,
+                                         bool roce_v2) noexcept {
+    const bool imm = h.opcode == wire::Opcode::ud_send_only_imm;
+    const std::uint32_t ib_len =
+        ((kBthBytes + kIbDethBytes + (imm ? kImmDtBytes : 0) + h.payload_len + 3u) & ~3u) +
+        kIcrcBytes;
+    std::array<std::byte, kGrhSize> g{};
+    if (roce_v2 && ipv4_mapped(h.grh.sgid) && ipv4_mapped(dgid)) {
+        std::byte* ip = g.data() + kIpv4Offset;
+        ip[0] = std::byte{0x45};                              // version 4, IHL 5 words
+        ip[1] = static_cast<std::byte>(h.grh.traffic_class);  // TOS
+        put_be16(ip + 2, kIpv4Bytes + kUdpBytes + ib_len);    // total length
+        put_be16(ip + 6, 0x4000);                             // identification 0, DF
+        ip[8] = static_cast<std::byte>(h.grh.hop_limit);      // TTL
+        ip[9] = static_cast<std::byte>(kIpProtoUdp);
+        std::memcpy(ip + 12, h.grh.sgid.data() + 12, 4);  // source address
+        std::memcpy(ip + 16, dgid.data() + 12, 4);        // destination address
+        std::uint32_t sum = 0;                            // RFC 791 header checksum
+        for (std::size_t i = 0; i < kIpv4Bytes; i += 2) {
+            sum += (std::to_integer<std::uint32_t>(ip[i]) << 8) |
+                   std::to_integer<std::uint32_t>(ip[i + 1]);
+        }
+        sum = (sum & 0xFFFF) + (sum >> 16);
+        sum = (sum & 0xFFFF) + (sum >> 16);
+        put_be16(ip + 10, ~sum & 0xFFFF);
+        return g;
+    }
+    put_be32(g.data(), (6u << 28) | (std::uint32_t{h.grh.traffic_class} << 20) |
+                           (h.grh.flow_label & wire::kFlowLabelMask));
+    put_be16(g.data() + 4, roce_v2 ? kUdpBytes + ib_len : ib_len);
+    g[6] = static_cast<std::byte>(roce_v2 ? kIpProtoUdp : kNxtHdrIba);
+    g[7] = static_cast<std::byte>(h.grh.hop_limit);
+    std::memcpy(g.data() + 8, h.grh.sgid.data(), h.grh.sgid.size());
+    std::memcpy(g.data() + 24, dgid.data(), dgid.size());
+    return g;
+}
+
+}  // namespace
 
 transport::Port* Qp::uc_port() noexcept {
     if (peer_ == nullptr || peer_->ports.empty()) {
@@ -96,6 +182,13 @@ bool Qp::pump_unreliable() noexcept {
                 h.imm = w.imm;
                 if (w.solicited) {
                     h.flags |= wire::kFlagSolicited;
+                }
+                if (w.grh) {
+                    h.flags |= wire::kFlagGrh;
+                    h.grh.sgid = env_.gid;
+                    h.grh.flow_label = w.flow_label;
+                    h.grh.traffic_class = w.traffic_class;
+                    h.grh.hop_limit = w.hop_limit;
                 }
                 port->stamp(h);
                 std::byte* buf = port->tx_buffer();
@@ -234,8 +327,13 @@ bool Qp::on_frame_ud(const wire::Frame& f, transport::Port& from) noexcept {
         scatter(r->segs, r->nseg, kGrhSize, f.payload.data(), h.payload_len);
         ctr_.rx_bytes += h.payload_len;
     }
+    const bool grh = st_wc == WcStatus::success && (h.flags & wire::kFlagGrh) != 0;
+    if (grh) {
+        const std::array<std::byte, kGrhSize> g = make_grh(h, env_.gid, env_.roce_v2);
+        scatter(r->segs, r->nseg, 0, g.data(), kGrhSize);
+    }
     complete_recv(*r, st_wc, h.payload_len + kGrhSize, h.imm, imm, false,
-                  (h.flags & wire::kFlagSolicited) != 0, &from, h.src_qpn);
+                  (h.flags & wire::kFlagSolicited) != 0, &from, h.src_qpn, grh);
     consume_recv();
     return true;
 }

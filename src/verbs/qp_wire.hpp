@@ -33,6 +33,11 @@ inline constexpr unsigned kPumpBudget = 64;
 inline constexpr std::uint32_t kUdMtu = 2048;
 /// IB: a UD receive buffer starts with 40 bytes reserved for the GRH; the payload follows.
 inline constexpr std::uint32_t kGrhSize = 40;
+// A datagram of the full MTU fits one frame with every header it can have (immediate, GRH).
+static_assert(transport::wire::header_size(transport::wire::Opcode::ud_send_only_imm,
+                                           transport::wire::kFlagGrh) +
+                  kUdMtu <=
+              transport::wire::kMaxFrame);
 /// A UD datagram waits (parked in its port, the sender paused by credits) while its QP has no
 /// receive WQE; once the QP has had none for this long straight, the datagram is dropped
 /// (no_recv), so an application that stopped posting receives cannot hold a rail. Measured from

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // UC, UD and SRQ over two emulated hosts: data verified, UC drops a message with a gap, UD checks
-// the Q_Key and reports the sender, an SRQ feeds several QPs and raises its limit event.
+// the Q_Key, reports the sender and delivers a GRH for a global address handle (IB and RoCE v2
+// forms), an SRQ feeds several QPs and raises its limit event.
 // UC and UD are unreliable by definition, so their data tests switch the cable's fault injection
 // off (TBV_EMU_FAULTS would make them lose messages, as it should); the UC loss test sets its own.
+#include <algorithm>
+#include <array>
+
 #include "verbs_fixture.hpp"
 
 using namespace tbv;
@@ -13,6 +17,10 @@ namespace {
 
 std::uint64_t addr(const void* p) {
     return reinterpret_cast<std::uint64_t>(p);
+}
+
+unsigned be16(const std::byte* p) {
+    return std::to_integer<unsigned>(p[0]) << 8 | std::to_integer<unsigned>(p[1]);
 }
 
 Qp* typed_qp(Node& n, QpType t, Srq* srq = nullptr) {
@@ -159,7 +167,7 @@ TEST_CASE("verbs uc: a message with a lost frame is dropped, the next one arrive
 }
 
 TEST_CASE("verbs ud: datagrams to an address handle, Q_Key checked, sender reported",
-          "[emu][verbs]") {
+          "[emu][verbs][ud]") {
     VerbsPair p;
     p.cable->set_faults({});
     Qp* qa = typed_qp(p.a, QpType::ud);
@@ -269,7 +277,7 @@ TEST_CASE("verbs srq: several RC QPs share receives; limit event", "[emu][verbs]
 }
 
 TEST_CASE("verbs ud: a burst larger than the posted receives waits instead of being dropped",
-          "[emu][verbs]") {
+          "[emu][verbs][ud]") {
     VerbsPair p;
     p.cable->set_faults({});
     Qp* qa = typed_qp(p.a, QpType::ud);
@@ -328,7 +336,7 @@ TEST_CASE("verbs ud: a burst larger than the posted receives waits instead of be
 }
 
 TEST_CASE("verbs ud: a QP that posts no receive loses its datagrams, not the rail",
-          "[emu][verbs]") {
+          "[emu][verbs][ud]") {
     VerbsPair p;
     p.cable->set_faults({});
     Qp* ua = typed_qp(p.a, QpType::ud);
@@ -404,4 +412,135 @@ TEST_CASE("verbs ud: a QP that posts no receive loses its datagrams, not the rai
     CHECK(got[0].wr_id == 7);
     CHECK(got[0].status == WcStatus::success);
     CHECK(std::memcmp(src.data(), dst.data() + 40, kLen) == 0);
+}
+
+TEST_CASE("verbs ud: a global address handle brings a GRH; without one the 40 bytes stay",
+          "[emu][verbs][ud]") {
+    VerbsPair p;
+    p.cable->set_faults({});
+    Qp* qa = typed_qp(p.a, QpType::ud);
+    Qp* qb = typed_qp(p.b, QpType::ud);
+    ud_up(*p.a.ctx, *qa, 0x1111);
+    ud_up(*p.b.ctx, *qb, 0x2222);
+    REQUIRE(p.a.ctx->gid() != Gid{});
+    REQUIRE(p.a.ctx->gid() != p.b.ctx->gid());
+    AddressVector av;
+    av.dlid = p.b.ctx->lid();
+    av.port_num = 1;
+    Ah* plain = take(p.a.ctx->create_ah(*p.a.pd, av));
+    av.is_global = true;
+    av.dgid = p.b.ctx->gid();
+    av.traffic_class = 0x28;
+    av.flow_label = 0x12345;
+    av.hop_limit = 7;
+    Ah* global = take(p.a.ctx->create_ah(*p.a.pd, av));
+
+    constexpr std::uint32_t kLen = 100, kSlot = kLen + 40;
+    std::vector<std::byte> src = pattern(kLen, 9), rx(2 * kSlot, std::byte{0xEE});
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    recv(p.b, qb, nullptr, *rm, rx.data(), kSlot, 0);
+    recv(p.b, qb, nullptr, *rm, rx.data() + kSlot, kSlot, 1);
+    Sge g{addr(src.data()), kLen, sm->lkey()};
+    SendWr s;
+    s.sg_list = &g;
+    s.num_sge = 1;
+    s.opcode = WrOpcode::send_with_imm;
+    s.send_flags = kSendSignaled;
+    s.remote_qpn = qb->qpn();
+    s.remote_qkey = 0x2222;
+    s.ah = global;
+    s.imm_data = 1;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    s.ah = plain;
+    s.imm_data = 2;
+    REQUIRE(p.a.ctx->post_send(*qa, s));
+    REQUIRE(wait_wc(p.a, *p.a.cq, 2, {&p.b}).size() == 2);
+    auto rc = wait_wc(p.b, *p.b.cq, 2, {&p.a});
+    REQUIRE(rc.size() == 2);
+    // Datagrams may take different rails: which receive got which is told by the immediate.
+    for (const Wc& wc : rc) {
+        REQUIRE(wc.status == WcStatus::success);
+        CHECK(wc.byte_len == kSlot);
+        const std::byte* b = rx.data() + wc.wr_id * kSlot;
+        CHECK(std::memcmp(b + 40, src.data(), kLen) == 0);
+        if (wc.imm_data == 2) {
+            CHECK((wc.wc_flags & kWcGrh) == 0);
+            CHECK(std::all_of(b, b + 40, [](std::byte x) { return x == std::byte{0xEE}; }));
+            continue;
+        }
+        REQUIRE(wc.imm_data == 1);
+        CHECK((wc.wc_flags & kWcGrh) != 0);
+        // IBA 8.3: IPVer 6, TClass, FlowLabel; PayLen = BTH 12 + DETH 8 + ImmDt 4 + 100 bytes
+        // (already a multiple of 4) + ICRC 4; NxtHdr 0x1B; HopLmt; SGID; DGID.
+        CHECK(std::to_integer<unsigned>(b[0]) >> 4 == 6);
+        CHECK((be16(b) >> 4 & 0xFF) == 0x28);
+        CHECK(((std::to_integer<unsigned>(b[1]) & 0xF) << 16 | be16(b + 2)) == 0x12345);
+        CHECK(be16(b + 4) == 128);
+        CHECK(b[6] == std::byte{0x1B});
+        CHECK(b[7] == std::byte{7});
+        CHECK(std::memcmp(b + 8, p.a.ctx->gid().data(), 16) == 0);
+        CHECK(std::memcmp(b + 24, p.b.ctx->gid().data(), 16) == 0);
+    }
+    CHECK(rc[0].imm_data != rc[1].imm_data);
+}
+
+TEST_CASE("verbs ud: on a RoCE v2 (IPv4-mapped) GID the GRH is an IPv4 header in bytes 20..39",
+          "[emu][verbs][ud]") {
+    ContextOptions o = verbs_opts();
+    o.gid = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 7};  // ::ffff:10.0.0.7
+    o.gid_roce_v2 = true;
+    VerbsPair p(false, o);  // loopback: a UD QP sends to itself
+    Qp* q = typed_qp(p.a, QpType::ud);
+    ud_up(*p.a.ctx, *q, 0x3333);
+    CHECK(p.a.ctx->gid() == o.gid);
+    AddressVector av;
+    av.dlid = p.a.ctx->lid();
+    av.port_num = 1;
+    av.is_global = true;
+    av.dgid = o.gid;
+    av.traffic_class = 0x10;
+    av.flow_label = 0x777;
+    av.hop_limit = 64;
+    Ah* ah = take(p.a.ctx->create_ah(*p.a.pd, av));
+    constexpr std::uint32_t kLen = 33, kSlot = kLen + 40;
+    std::vector<std::byte> src = pattern(kLen, 3), rx(kSlot, std::byte{0xEE});
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    Mr* rm = take(p.a.ctx->reg_mr(*p.a.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    recv(p.a, q, nullptr, *rm, rx.data(), kSlot, 5);
+    Sge g{addr(src.data()), kLen, sm->lkey()};
+    SendWr s;
+    s.sg_list = &g;
+    s.num_sge = 1;
+    s.opcode = WrOpcode::send;
+    s.ah = ah;
+    s.remote_qpn = q->qpn();
+    s.remote_qkey = 0x3333;
+    REQUIRE(p.a.ctx->post_send(*q, s));
+    auto wc = wait_wc(p.a, *p.a.cq, 1);
+    REQUIRE(wc.size() == 1);
+    REQUIRE(wc[0].status == WcStatus::success);
+    CHECK(wc[0].wr_id == 5);
+    CHECK(wc[0].byte_len == kSlot);
+    CHECK((wc[0].wc_flags & kWcGrh) != 0);
+    const std::byte* b = rx.data();
+    CHECK(std::all_of(b, b + 20, [](std::byte x) { return x == std::byte{0}; }));
+    const std::byte* ip = b + 20;
+    CHECK(ip[0] == std::byte{0x45});  // IPv4, 5-word header
+    CHECK(ip[1] == std::byte{0x10});  // TOS = traffic class
+    // Total length: IPv4 20 + UDP 8 + BTH 12 + DETH 8 + 33 bytes padded to 36 + ICRC 4.
+    CHECK(be16(ip + 2) == 88);
+    CHECK(be16(ip + 6) == 0x4000);  // don't fragment
+    CHECK(ip[8] == std::byte{64});  // TTL = hop limit
+    CHECK(ip[9] == std::byte{17});  // UDP
+    unsigned sum = 0;
+    for (std::size_t i = 0; i < 20; i += 2) {
+        sum += be16(ip + i);
+    }
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    CHECK(sum == 0xFFFF);  // the header checksum is right
+    const std::array<std::byte, 4> a10007{std::byte{10}, std::byte{0}, std::byte{0}, std::byte{7}};
+    CHECK(std::memcmp(ip + 12, a10007.data(), 4) == 0);  // source: the sender's address
+    CHECK(std::memcmp(ip + 16, a10007.data(), 4) == 0);  // destination: ours
+    CHECK(std::memcmp(b + 40, src.data(), kLen) == 0);
 }

@@ -103,7 +103,20 @@ bool same(const Header& a, const Header& b) {
            a.atomic.va == b.atomic.va && a.atomic.swap_add == b.atomic.swap_add &&
            a.atomic.compare == b.atomic.compare && a.atomic.rkey == b.atomic.rkey &&
            a.aeth.syndrome == b.aeth.syndrome && a.aeth.msn == b.aeth.msn &&
-           a.atomic_orig == b.atomic_orig && a.qkey == b.qkey && a.ssn == b.ssn;
+           a.atomic_orig == b.atomic_orig && a.qkey == b.qkey && a.ssn == b.ssn && a.grh == b.grh;
+}
+
+// A UD datagram sent with a GRH: the flag and the GRH extension's fields.
+Header sample_grh(Opcode op, std::uint16_t payload) {
+    Header h = sample(op, payload);
+    h.flags |= kFlagGrh;
+    for (std::size_t i = 0; i < h.grh.sgid.size(); ++i) {
+        h.grh.sgid[i] = static_cast<std::uint8_t>(0xA0 + i);
+    }
+    h.grh.flow_label = 0xABCDE;
+    h.grh.traffic_class = 0x5C;
+    h.grh.hop_limit = 0x40;
+    return h;
 }
 
 std::vector<std::byte> encode(const Header& h) {
@@ -149,6 +162,65 @@ TEST_CASE("wire: every opcode round-trips", "[unit][transport][wire]") {
             }
         }
     }
+}
+
+TEST_CASE("wire: a UD datagram with a GRH carries the GRH extension after the DETH",
+          "[unit][transport][wire]") {
+    for (const Opcode op : {Opcode::ud_send_only, Opcode::ud_send_only_imm}) {
+        for (std::uint16_t payload : {std::uint16_t{0}, std::uint16_t{5}, std::uint16_t{2048}}) {
+            INFO("opcode " << int(op) << " payload " << payload);
+            const Header h = sample_grh(op, payload);
+            REQUIRE(validate(h) == Status::ok);
+            const auto b = encode(h);
+            REQUIRE(b.size() == header_size(op) + kGrhExtSize + payload);
+            CHECK(header_size(op, h.flags) == header_size(op) + kGrhExtSize);
+            auto u8 = [&](std::size_t i) { return std::to_integer<unsigned>(b[i]); };
+            CHECK(u8(0) == (0x10u | kFlagSolicited | kFlagGrh));
+            CHECK(u8(32) == 0x22);  // DETH: Q_Key 0x11112222, LSB first
+            CHECK(u8(36) == 0xA0);  // SGID, byte for byte
+            CHECK(u8(51) == 0xAF);
+            // Flow label in bits 19:0, traffic class in bits 27:20, little-endian.
+            CHECK((u8(52) | u8(53) << 8 | u8(54) << 16 | u8(55) << 24) == 0x05CABCDEu);
+            CHECK((u8(56) | u8(57) << 8 | u8(58) << 16 | u8(59) << 24) == 0x40u);
+            if (op == Opcode::ud_send_only_imm) {
+                CHECK(u8(60) == 0xEF);  // the immediate follows the GRH extension
+            }
+            Frame f{};
+            REQUIRE(decode(b, f) == Status::ok);
+            CHECK(same(f.header, h));
+            REQUIRE(f.payload.size() == payload);
+            CHECK(f.payload.data() == b.data() + header_size(op, kFlagGrh));
+        }
+    }
+    Frame f{};
+    const auto base = encode(sample_grh(Opcode::ud_send_only, 16));
+    auto mutated = [&](std::size_t i, std::uint8_t v) {
+        auto b = base;
+        b[i] = std::byte{v};
+        return decode(b, f);
+    };
+    CHECK(mutated(55, 0x15) == Status::reserved_bits);  // bits 31:28 of the class/flow word
+    CHECK(mutated(57, 0x01) == Status::reserved_bits);  // bits 31:8 of the hop-limit word
+    CHECK(mutated(59, 0x80) == Status::reserved_bits);
+    // Without the flag the frame is 24 bytes too long for its header; cut short, too short.
+    CHECK(mutated(0, 0x10 | kFlagSolicited) == Status::bad_length);
+    CHECK(decode(std::span(base).first(50), f) == Status::too_short);
+
+    // The encoder's checks: the GRH only on UD, its fields only with the flag, 20-bit flow label.
+    Header h = sample_grh(Opcode::ud_send_only, 16);
+    h.grh.flow_label = kFlowLabelMask + 1;
+    CHECK(validate(h) == Status::bad_field);
+    h = sample(Opcode::ud_send_only, 16);
+    h.grh.hop_limit = 1;
+    CHECK(validate(h) == Status::bad_field);
+    h = sample(Opcode::send_only, 16);
+    h.flags |= kFlagGrh;
+    CHECK(validate(h) == Status::bad_field);
+    std::array<std::byte, 128> out{};
+    CHECK(encode_header(h, out) == 0);
+    h = sample_grh(Opcode::ud_send_only_imm, 0);
+    CHECK(encode_header(h, std::span(out).first(63)) == 0);
+    CHECK(encode_header(h, std::span(out).first(64)) == 64);
 }
 
 TEST_CASE("wire: fixed little-endian layout", "[unit][transport][wire]") {
@@ -197,7 +269,9 @@ TEST_CASE("wire: malformed frames are rejected", "[unit][transport][wire]") {
     CHECK(mutate([](auto& b) { b[1] = std::byte{kOpcodeCount}; }) == Status::bad_opcode);
     CHECK(mutate([](auto& b) { b[1] = std::byte{0xFF}; }) == Status::bad_opcode);
     CHECK(mutate([](auto& b) { b[0] = std::byte{0x18}; }) == Status::reserved_bits);
-    CHECK(mutate([](auto& b) { b[0] = std::byte{0x14}; }) == Status::reserved_bits);
+    CHECK(mutate([](auto& b) { b[0] = std::byte{0x1C}; }) == Status::reserved_bits);
+    // The GRH flag means something on UD datagrams only.
+    CHECK(mutate([](auto& b) { b[0] = std::byte{0x10 | kFlagGrh}; }) == Status::bad_field);
     CHECK(mutate([](auto& b) { b[7] = std::byte{1}; }) == Status::reserved_bits);   // dest QPN
     CHECK(mutate([](auto& b) { b[11] = std::byte{1}; }) == Status::reserved_bits);  // src QPN
     CHECK(mutate([](auto& b) { b[15] = std::byte{1}; }) == Status::reserved_bits);  // PSN
@@ -296,11 +370,17 @@ TEST_CASE(
     "header",
     "[unit][transport][wire]") {
     // The decoder must never accept something validate() would reject (the fuzz property).
+    std::vector<Header> headers;
     for (std::uint8_t op = 0; op < kOpcodeCount; ++op) {
         const OpcodeInfo info = opcode_info(op);
-        const Header h = sample(static_cast<Opcode>(op), info.data ? 64 : 0);
+        headers.push_back(sample(static_cast<Opcode>(op), info.data ? 64 : 0));
+        if (info.deth) {
+            headers.push_back(sample_grh(static_cast<Opcode>(op), 64));
+        }
+    }
+    for (const Header& h : headers) {
         const auto base = encode(h);
-        const std::size_t hs = header_size(op);
+        const std::size_t hs = header_size(h.opcode, h.flags);
         for (std::size_t i = 0; i < hs; ++i) {
             for (unsigned bit = 0; bit < 8; ++bit) {
                 auto b = base;
@@ -308,7 +388,8 @@ TEST_CASE(
                 Frame f{};
                 if (decode(b, f) == Status::ok) {
                     REQUIRE(validate(f.header) == Status::ok);
-                    REQUIRE(f.payload.size() + header_size(f.header.opcode) == b.size());
+                    REQUIRE(f.payload.size() + header_size(f.header.opcode, f.header.flags) ==
+                            b.size());
                 }
             }
         }
