@@ -501,7 +501,8 @@ TEST_CASE("SQD through libibverbs: the drained event, sq_draining, and back to R
     constexpr std::size_t kLen = 64 * 1024;
     std::vector<char> src(kLen, 'x');
     std::vector<char> dst(kLen, 0);
-    ibv_mr* sm = ibv_reg_mr(pd, src.data(), kLen, IBV_ACCESS_LOCAL_WRITE);
+    const int local = IBV_ACCESS_LOCAL_WRITE;  // an int: see the note in the test above
+    ibv_mr* sm = ibv_reg_mr(pd, src.data(), kLen, local);
     ibv_mr* dm = ibv_reg_mr(pd, dst.data(), kLen, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
     REQUIRE(sm != nullptr);
     REQUIRE(dm != nullptr);
@@ -569,7 +570,7 @@ TEST_CASE("SQD through libibverbs: the drained event, sq_draining, and back to R
         CHECK(wc.wr_id == id);
     };
     write_and_wait(1);
-    CHECK(dst == src);
+    CHECK(std::memcmp(dst.data(), src.data(), kLen) == 0);  // no 64 KiB dump into TAP
 
     // To SQD, asking for the event: the send queue is empty, so it is drained at once.
     m = ibv_qp_attr{};
@@ -596,7 +597,7 @@ TEST_CASE("SQD through libibverbs: the drained event, sq_draining, and back to R
     m.qp_state = IBV_QPS_RTS;
     REQUIRE(ibv_modify_qp(qp, &m, IBV_QP_STATE) == 0);
     write_and_wait(2);
-    CHECK(dst == src);
+    CHECK(std::memcmp(dst.data(), src.data(), kLen) == 0);  // no 64 KiB dump into TAP
 
     CHECK(ibv_destroy_qp(qp) == 0);
     CHECK(ibv_destroy_cq(cq) == 0);
