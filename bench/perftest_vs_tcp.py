@@ -134,8 +134,9 @@ class Runner:
         try:
             # The server listens only once its port is ACTIVE, i.e. once the client's process
             # has the other end of the cable: it must not wait after the link comes up
-            # (TBV_LINK_SETTLE_MS=0), while the client waits 1 s before connecting (perftest
-            # does not retry its connect). A client that still came too early runs again.
+            # (TBV_LINK_SETTLE_MS=0), while the client waits, at most 1 s, until the server
+            # listens on TCP (perftest does not retry its connect). A client that still came
+            # too early runs again.
             server = self.spawn([self.tbv, "run", "--emu", cable, "--", *common], slog,
                                 {"TBV_LINK_SETTLE_MS": "0"})
             deadline = time.monotonic() + 30

@@ -69,7 +69,9 @@ long env_long(const char* name, long fallback) {
     }
     char* end = nullptr;
     const long n = std::strtol(v, &end, 10);
-    return end != nullptr && *end == '\0' && n >= 0 ? n : fallback;
+    // At most 10^9 (11 days in ms, 16 min in us): a deadline now + n never overflows the clock.
+    constexpr long kMax = 1'000'000'000L;
+    return end != nullptr && *end == '\0' && n >= 0 ? std::min(n, kMax) : fallback;
 }
 
 /// struct ib_uverbs_async_event_desc: what ibv_get_async_event reads from context->async_fd.
@@ -336,8 +338,8 @@ void Context::let_peer_listen(bool came_up_soon) {
             guess();
             return;
         }
-        if (*l || ::kill(peer, 0) != 0) {
-            return;  // it listens (or it is gone: nothing to wait for)
+        if (*l || (::kill(peer, 0) != 0 && errno == ESRCH)) {
+            return;  // it listens (or it is gone: nothing to wait for; EPERM: another user's)
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }

@@ -69,7 +69,8 @@ struct Device {
 };
 static_assert(offsetof(Device, vdev) == 0);
 
-/// Our devices, created on first use from the environment (TBV_EMU). Never freed.
+/// Our devices, created on first use: the emulated one (TBV_EMU) and the NHIs bound to vfio-pci
+/// (unless TBV_VFIO=0). Never freed.
 const std::vector<Device*>& devices();
 /// Whether `dev` is one of ours (its verbs_device ops are our table).
 bool is_ours(const ibv_device* dev) noexcept;

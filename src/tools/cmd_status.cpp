@@ -28,6 +28,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "api/emu_open.hpp"
 #include "nhi/frame_pool.hpp"
 #include "tools/commands.hpp"
 #include "tools/process_stats.hpp"
@@ -134,7 +135,16 @@ int run_emu(const StatusOptions& o) {
         return 1;
     }
     EmuStack& st = **s;
-    if (auto r = st.host().open_shm_cable(0, o.emu); !r) {
+    // The provider's spelling: "<cable>[/a|/b]" picks an end.
+    std::string why;
+    auto spec = detail::parse_emu_spec(o.emu, why);
+    if (!spec) {
+        std::fprintf(stderr, "tbv status: --emu '%s': %s\n", o.emu.c_str(), why.c_str());
+        return 1;
+    }
+    emu::ShmCableConfig cc;
+    cc.side = spec->side;
+    if (auto r = st.host().open_shm_cable(0, spec->cable, cc); !r) {
         std::fprintf(stderr, "tbv status: cannot open the shared-memory cable '%s': %s\n",
                      o.emu.c_str(), r.error().message().c_str());
         return 1;

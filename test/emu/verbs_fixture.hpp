@@ -131,6 +131,47 @@ inline void connect(Node& a, verbs::Qp& qa, Node& b, verbs::Qp& qb, const Connec
 }
 
 /// Polls `cq` of `n` (driving every node's progress) until `want` completions arrived.
+/// A node's port and QP counters on stderr (stdout is the TAP stream), for a failing run with
+/// TBV_TEST_CM_TRACE set.
+inline void dump_stats(Node& n, const char* who) {
+    if (std::getenv("TBV_TEST_CM_TRACE") == nullptr) {
+        return;
+    }
+    std::vector<verbs::PortStats> ports;
+    std::vector<verbs::QpStats> qps;
+    n.ctx->snapshot(ports, qps);
+    for (const auto& p : ports) {
+        const auto& c = p.counters;
+        std::fprintf(stderr,
+                     "%s port %u adapter %u peer %u: credits %u tx %llu rx %llu stalls %llu "
+                     "credit-frames %llu drops",
+                     who, p.id, p.adapter, p.peer_lid, p.data_credits,
+                     static_cast<unsigned long long>(c.tx_frames),
+                     static_cast<unsigned long long>(c.rx_frames),
+                     static_cast<unsigned long long>(c.credit_stalls),
+                     static_cast<unsigned long long>(c.credit_frames));
+        for (auto d : c.drops) {
+            std::fprintf(stderr, " %llu", static_cast<unsigned long long>(d));
+        }
+        std::fprintf(stderr, "\n");
+    }
+    for (const auto& q : qps) {
+        std::fprintf(stderr,
+                     "%s qp %u state %d: sent %llu retx %llu timeouts %llu naks %llu | rx "
+                     "accepted %llu ooo %llu dup %llu dropped %llu acks %llu\n",
+                     who, q.qpn, static_cast<int>(q.state),
+                     static_cast<unsigned long long>(q.sender.frames_sent),
+                     static_cast<unsigned long long>(q.sender.retransmits),
+                     static_cast<unsigned long long>(q.sender.timeouts),
+                     static_cast<unsigned long long>(q.sender.naks),
+                     static_cast<unsigned long long>(q.receiver.accepted),
+                     static_cast<unsigned long long>(q.receiver.out_of_order),
+                     static_cast<unsigned long long>(q.receiver.duplicates),
+                     static_cast<unsigned long long>(q.receiver.dropped),
+                     static_cast<unsigned long long>(q.receiver.acks));
+    }
+}
+
 inline std::vector<verbs::Wc> wait_wc(Node& n, verbs::Cq& cq, std::size_t want,
                                       std::vector<Node*> others = {},
                                       std::chrono::seconds limit = 60s) {
@@ -145,6 +186,15 @@ inline std::vector<verbs::Wc> wait_wc(Node& n, verbs::Cq& cq, std::size_t want,
         }
         if (k == 0) {
             std::this_thread::yield();
+        }
+    }
+    for (const auto& w : got) {
+        if (w.status != verbs::WcStatus::success && w.status != verbs::WcStatus::wr_flush_err) {
+            dump_stats(n, "polling node");
+            for (Node* o : others) {
+                dump_stats(*o, "other node");
+            }
+            break;
         }
     }
     return got;
