@@ -86,6 +86,7 @@ json port_json(const verbs::PortRecord& p, std::uint32_t drop_reasons) {
             {"rx_bytes", p.rx_bytes},
             {"credit_stalls", p.credit_stalls},
             {"credit_frames", p.credit_frames},
+            {"credit_probes", p.credit_probes},
             {"doorbells", p.doorbells},
             {"drops", std::move(drops)}};
 }

@@ -156,11 +156,9 @@ unsigned Fabric::poll() noexcept {
     return n;
 }
 
-void Fabric::flush() noexcept {
+void Fabric::flush(TimePoint now) noexcept {
     for (const Owned& o : ports_) {
-        if (o.port->credit_update_due()) {
-            o.port->send_credit();
-        }
+        o.port->service(now);
         o.port->flush();
     }
 }

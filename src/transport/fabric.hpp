@@ -89,8 +89,9 @@ public:
 
     /// Polls every port once; returns frames received.
     unsigned poll() noexcept;
-    /// Posts what every port committed, and a CREDIT frame where the peer is owed credits.
-    void flush() noexcept;
+    /// Posts what every port committed, and a CREDIT frame where the peer is owed credits or a
+    /// port out of credit should ask for them (Port::service).
+    void flush(TimePoint now) noexcept;
 
     /// Every port, for counters (tbv status).
     template <typename F>

@@ -23,12 +23,17 @@ const char* to_string(DropReason r) noexcept {
 
 // ---- Port --------------------------------------------------------------------------------------
 
-void Port::send_credit() noexcept {
-    if (!can_send(true)) {
+void Port::send_credit(bool ask) noexcept {
+    // A probe needs no credit, only a TX buffer: after a long loss the reserve may be spent on
+    // probes that were lost too, and a probe that finds the peer's ring full is dropped there,
+    // costing nothing (the next frame's rail_seq covers it). Without this a path missing for
+    // 16 probe intervals would leave the rail stopped for good.
+    if (ask ? tx_free_ == 0 : !can_send(true)) {
         return;
     }
     wire::Header h{};
     h.opcode = wire::Opcode::credit;
+    h.flags = ask ? wire::kFlagAckRequest : std::uint8_t{0};
     stamp(h);
     const std::size_t n = wire::encode_header(h, {tx_buffer(), wire::kMaxFrame});
     if (n != 0) {
@@ -46,9 +51,15 @@ bool Port::receive(std::span<const std::byte> bytes, FrameHandler& h) noexcept {
     }
     grant_.on_frame(f.header.rail_seq);
     gate_.on_credit(f.header.credit);
+    if (starved_ && gate_.can_send_data()) {
+        starved_ = false;  // the peer answered: no more probes
+        next_probe_ = {};
+        probe_gap_ = kCreditProbeFirst;
+    }
     ++ctr_.rx_frames;
     ctr_.rx_bytes += bytes.size();
     if (f.header.opcode == wire::Opcode::credit) {
+        asked_ |= (f.header.flags & wire::kFlagAckRequest) != 0;
         return true;
     }
     if (!h.on_frame(f, *this)) {
@@ -56,6 +67,29 @@ bool Port::receive(std::span<const std::byte> bytes, FrameHandler& h) noexcept {
         return false;
     }
     return true;
+}
+
+void Port::service(TimePoint now) noexcept {
+    if (asked_ || credit_update_due()) {
+        // An answer never asks back: two probing ports cannot ping-pong.
+        asked_ = false;
+        send_credit(false);
+        return;
+    }
+    if (!starved_) {
+        return;
+    }
+    if (next_probe_ == TimePoint{}) {
+        next_probe_ = now + probe_gap_;  // the stall is seen now; credit usually comes first
+        return;
+    }
+    if (now < next_probe_) {
+        return;
+    }
+    ++ctr_.credit_probes;
+    send_credit(true);
+    probe_gap_ = std::min<std::chrono::microseconds>(probe_gap_ * 2, kCreditProbeMax);
+    next_probe_ = now + probe_gap_;
 }
 
 bool Port::dispatch(std::span<const std::byte> bytes, FrameHandler& h, bool force) noexcept {
@@ -215,6 +249,7 @@ unsigned RingPort::poll(FrameHandler& h) noexcept {
         // Every buffer taken goes straight back: the handler copied what it keeps.
         if (na != 0) {
             grant_.on_reposted(rx_.post({again.data(), na}).posted);
+            na = 0;
         }
     };
     // Parked frames first, in order; the ring waits behind them.
@@ -234,6 +269,10 @@ unsigned RingPort::poll(FrameHandler& h) noexcept {
             force = false;
         }
         nparked_ = parked_pos_ = 0;
+        // `again` holds one batch: the parked frames' buffers go back before a new batch is
+        // polled (a full parked batch plus a full new one overflowed it, and the buffers past
+        // its end were lost to the ring for good).
+        repost();
     }
     std::array<nhi::RxCompletion, kPortBatch> c{};
     const unsigned n = rx_.poll(c);

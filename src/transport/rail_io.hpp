@@ -38,6 +38,13 @@ namespace tbv::transport {
 
 /// RX descriptors of every port kept back for control frames (never advertised for data).
 inline constexpr std::uint32_t kControlReserve = 16;
+/// A port out of data credit asks the peer for its limit (a CREDIT frame with the ACK-request
+/// flag, from the control reserve) after this long, then at doubling intervals up to
+/// kCreditProbeMax. Needed when every frame the peer could have answered was lost: data sent
+/// before the peer's DMA path existed (an accept lost, the acceptor sending at once) leaves the
+/// peer with nothing received and so nothing to advertise, while we wait for its credit.
+inline constexpr std::chrono::microseconds kCreditProbeFirst{500};
+inline constexpr std::chrono::milliseconds kCreditProbeMax{64};
 /// Frames handed to the ring (or taken from it) per call.
 inline constexpr unsigned kPortBatch = 32;
 
@@ -61,7 +68,8 @@ struct PortCounters {
     std::uint64_t rx_frames = 0;
     std::uint64_t rx_bytes = 0;
     std::uint64_t credit_stalls = 0;  ///< a sender found no data credit on this port
-    std::uint64_t credit_frames = 0;  ///< CREDIT-only frames sent
+    std::uint64_t credit_frames = 0;  ///< CREDIT-only frames sent (probes included)
+    std::uint64_t credit_probes = 0;  ///< of those, probes: out of data credit, asking the peer
     std::uint64_t doorbells = 0;
     std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count_)> drops{};
 };
@@ -101,6 +109,7 @@ public:
         }
         if (!control) {
             ++ctr_.credit_stalls;
+            starved_ = !credit;  // see service(): the peer may have nothing to answer
         }
         return false;
     }
@@ -120,8 +129,18 @@ public:
 
     /// A CREDIT frame is worth sending (the peer has not heard of a quarter of our ring).
     bool credit_update_due() const noexcept { return grant_.update_due(update_threshold_); }
-    /// Sends a CREDIT-only frame if a control credit is available.
-    void send_credit() noexcept;
+    /// Sends a CREDIT-only frame if a control credit is available; `ask`: a probe, which the peer
+    /// answers with its own credit, sent with or without credit (see rail_io.cpp).
+    void send_credit(bool ask = false) noexcept;
+    /// Once per progress round, before flush(): the CREDIT frame the peer is owed (a quarter of
+    /// our ring unannounced, or it asked), or a probe while we have been out of data credit.
+    void service(TimePoint now) noexcept;
+    /// When service() has a probe to send (TimePoint::max(): none; min(): schedule one now).
+    TimePoint probe_due() const noexcept {
+        return !starved_                    ? TimePoint::max()
+               : next_probe_ == TimePoint{} ? TimePoint::min()
+                                            : next_probe_;
+    }
 
     void count_drop(DropReason r) noexcept { ++ctr_.drops[static_cast<std::size_t>(r)]; }
     const PortCounters& counters() const noexcept { return ctr_; }
@@ -150,6 +169,10 @@ protected:
 
     TimePoint parked_since_{};
     bool head_accounted_ = false;  ///< the head frame was received and refused (parked)
+    bool starved_ = false;         ///< a data frame found no credit; cleared by credit arriving
+    bool asked_ = false;           ///< the peer probed us: answer with a CREDIT frame
+    TimePoint next_probe_{};       ///< while starved_: when to probe (zero: not yet scheduled)
+    std::chrono::microseconds probe_gap_{kCreditProbeFirst};
 
     CreditGate gate_;
     CreditGrant grant_;

@@ -131,7 +131,9 @@ Status validate(const Header& h) noexcept {
     if ((h.flags & kFlagSolicited) != 0 && !info.solicited_ok) {
         return Status::bad_field;
     }
-    if ((h.flags & kFlagAckRequest) != 0 && !info.sequenced) {
+    // ACK_REQUEST: on a sequenced frame, "ACK this now"; on CREDIT, "send me your credit" (a
+    // probe from a port out of data credit, rail_io.hpp kCreditProbeFirst).
+    if ((h.flags & kFlagAckRequest) != 0 && !info.sequenced && h.opcode != Opcode::credit) {
         return Status::bad_field;
     }
     if ((h.flags & kFlagGrh) != 0 ? !info.deth || h.grh.flow_label > kFlowLabelMask

@@ -487,8 +487,9 @@ Result<void> Context::post_send(Qp& qp, const SendWr& wr, const SendWr** bad) no
     std::lock_guard g(mu_);
     auto r = qp.post_send(wr, bad);
     // Start at once: a latency-bound caller should not wait for its next poll to hit the wire.
-    (void)qp.pump(transport::Clock::now());
-    fabric_->flush();
+    const auto now = transport::Clock::now();
+    (void)qp.pump(now);
+    fabric_->flush(now);
     if (sleepers_ != 0 && r && to_self(qp, wr, fabric_->lid())) {
         // Loopback frames raise no interrupt: a thread asleep in wait() must run them.
         wake();
@@ -535,7 +536,7 @@ bool Context::progress_locked() noexcept {
         }
     }
     next_qp_ = n == 0 ? 0 : (next_qp_ + 1) % n;
-    fabric_->flush();
+    fabric_->flush(now);
     return did;
 }
 
@@ -610,6 +611,7 @@ transport::TimePoint Context::next_deadline_locked() noexcept {
         if (p.holding()) {
             t = std::min(t, p.held_since() + transport::kParkLimit);
         }
+        t = std::min(t, p.probe_due());  // a port out of credit asks the peer again
     });
     return t;
 }

@@ -147,6 +147,7 @@ PortRecord to_record(const PortStats& p) noexcept {
     r.credit_stalls = c.credit_stalls;
     r.credit_frames = c.credit_frames;
     r.doorbells = c.doorbells;
+    r.credit_probes = c.credit_probes;
     for (std::size_t i = 0; i < c.drops.size(); ++i) {
         r.drops[i] = c.drops[i];
     }

@@ -92,7 +92,7 @@ struct PortRecord {
     std::uint64_t credit_stalls;
     std::uint64_t credit_frames;
     std::uint64_t doorbells;
-    std::uint64_t reserved;
+    std::uint64_t credit_probes;  ///< was reserved (0) before it was counted: same layout
     std::uint64_t drops[kStatsMaxDropReasons];  ///< by transport::DropReason index
 };
 

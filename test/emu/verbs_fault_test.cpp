@@ -235,6 +235,59 @@ TEST_CASE("verbs faults: a 50 ms unplug during a transfer, then the cable gone f
     CHECK(saw_down);
 }
 
+TEST_CASE("verbs faults: a sender whose every frame was lost asks for credit and goes on",
+          "[emu][verbs]") {
+    // What a lost rail accept does on a real link: the acceptor sends at once, before the
+    // initiator's DMA path exists, and every frame is lost. The receiver, having received
+    // nothing, has nothing to advertise; only the sender's credit probe restarts the rail.
+    VerbsPair p;
+    Qp* qa = p.a.qp();
+    Qp* qb = p.b.qp();
+    connect(p.a, *qa, p.b, *qb);
+    const std::size_t n = 4u << 20;
+    std::vector<std::byte> src = pattern(n, 41), dst(n);
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), n, kAccessLocalWrite));
+    Mr* dm = take(p.b.ctx->reg_mr(*p.b.pd, dst.data(), n, kAccessLocalWrite | kAccessRemoteWrite));
+    emu::FaultConfig black_hole;
+    black_hole.data_drop = 1.0;
+    p.cable->set_faults(black_hole);
+    Sge g{addr(src.data()), static_cast<std::uint32_t>(n), sm->lkey()};
+    REQUIRE(p.a.ctx->post_send(*qa, write_wr(g, addr(dst.data()), dm->rkey(), 1)));
+    // Until A has spent every data credit of every rail into the void.
+    auto out_of_credit = [&] {
+        std::vector<PortStats> ports;
+        std::vector<QpStats> qps;
+        p.a.ctx->snapshot(ports, qps);
+        unsigned rails = 0, dry = 0;
+        for (const PortStats& ps : ports) {
+            if (ps.adapter != 0) {
+                ++rails;
+                dry += ps.data_credits == 0 ? 1 : 0;
+            }
+        }
+        return rails > 0 && dry == rails;
+    };
+    const auto end = std::chrono::steady_clock::now() + 60s;  // a hang guard only
+    while (!out_of_credit() && std::chrono::steady_clock::now() < end) {
+        p.a.ctx->progress();
+        p.b.ctx->progress();
+    }
+    REQUIRE(out_of_credit());
+    p.cable->set_faults(emu::FaultConfig{});  // the path exists now
+    auto wc = wait_wc(p.a, *p.a.cq, 1, {&p.b});
+    REQUIRE(wc.size() == 1);
+    CHECK(wc[0].status == WcStatus::success);
+    CHECK(same_bytes(dst, src));
+    std::vector<PortStats> ports;
+    std::vector<QpStats> qps;
+    p.a.ctx->snapshot(ports, qps);
+    std::uint64_t probes = 0;
+    for (const PortStats& ps : ports) {
+        probes += ps.counters.credit_probes;
+    }
+    CHECK(probes > 0);
+}
+
 TEST_CASE("verbs: 256 QPs between two hosts, each with its own data", "[emu][verbs]") {
     VerbsPair p;
     // Whatever TBV_EMU_FAULTS says applies (emu-verbs-faults: loss, duplicates, CRC errors and

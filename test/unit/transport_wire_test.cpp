@@ -327,10 +327,20 @@ TEST_CASE("wire: malformed frames are rejected", "[unit][transport][wire]") {
         b[35] = std::byte{0x20};  // syndrome byte of the AETH (bits 31:24)
         CHECK(decode(b, f) == Status::bad_field);
     }
-    // Credit frames name no QP.
+    // Credit frames name no QP; ACK_REQUEST makes one a probe (other unsequenced frames refuse
+    // it), and a probe round-trips.
     {
         Header h = sample(Opcode::credit, 0);
         h.dest_qpn = 1;
+        CHECK(validate(h) == Status::bad_field);
+        h = sample(Opcode::credit, 0);
+        h.flags = kFlagAckRequest;
+        CHECK(validate(h) == Status::ok);
+        auto b = encode(h);
+        REQUIRE(decode(b, f) == Status::ok);
+        CHECK(f.header.flags == kFlagAckRequest);
+        h = sample(Opcode::ack, 0);
+        h.flags = kFlagAckRequest;
         CHECK(validate(h) == Status::bad_field);
     }
     // Atomics are 8 bytes; FETCH_ADD has no compare operand.

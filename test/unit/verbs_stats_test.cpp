@@ -61,7 +61,7 @@ PortStats make_port(std::uint32_t i, std::uint64_t base) {
     auto& c = p.counters;
     std::uint64_t v = base;
     for (std::uint64_t* f : {&c.tx_frames, &c.tx_bytes, &c.rx_frames, &c.rx_bytes, &c.credit_stalls,
-                             &c.credit_frames, &c.doorbells}) {
+                             &c.credit_frames, &c.doorbells, &c.credit_probes}) {
         *f = ++v;
     }
     for (auto& d : c.drops) {
@@ -121,6 +121,7 @@ void check_port(const PortRecord& r, const PortStats& p) {
     CHECK(r.credit_stalls == p.counters.credit_stalls);
     CHECK(r.credit_frames == p.counters.credit_frames);
     CHECK(r.doorbells == p.counters.doorbells);
+    CHECK(r.credit_probes == p.counters.credit_probes);
     for (std::size_t i = 0; i < p.counters.drops.size(); ++i) {
         CHECK(r.drops[i] == p.counters.drops[i]);
     }
