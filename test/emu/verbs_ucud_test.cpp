@@ -335,6 +335,78 @@ TEST_CASE("verbs ud: a burst larger than the posted receives waits instead of be
     CHECK(qb->counters().dropped == 0);
 }
 
+TEST_CASE("verbs ud: a full parked batch, then a full new one, gives every RX buffer back",
+          "[emu][verbs][ud]") {
+    // The receiver polls a batch while it has no receive (the whole batch parks), then gets
+    // receives and takes the parked batch and a fresh one in one poll. Every buffer must go back
+    // to the ring each round: a lost one shrinks the ring until datagrams are lost.
+    VerbsPair p;
+    p.cable->set_faults({});
+    auto big_ud = [](Node& n) {  // room for more receives than a rail's ring holds frames
+        QpInit qi;
+        qi.type = QpType::ud;
+        qi.pd = n.pd;
+        qi.send_cq = n.cq;
+        qi.recv_cq = n.cq;
+        qi.cap = {128, 128, 1, 1, 0};
+        return take(n.ctx->create_qp(qi));
+    };
+    Qp* qa = big_ud(p.a);
+    Qp* qb = big_ud(p.b);
+    ud_up(*p.a.ctx, *qa, 7);
+    ud_up(*p.b.ctx, *qb, 7);
+    AddressVector av;
+    av.dlid = p.b.ctx->lid();
+    av.port_num = 1;
+    Ah* ah = take(p.a.ctx->create_ah(*p.a.pd, av));
+    constexpr unsigned kBurst = 100, kRounds = 8, kLen = 256;
+    std::vector<std::byte> src(kLen), rx(kBurst * (kLen + 40));
+    Mr* sm = take(p.a.ctx->reg_mr(*p.a.pd, src.data(), src.size(), kAccessLocalWrite));
+    Mr* rm = take(p.b.ctx->reg_mr(*p.b.pd, rx.data(), rx.size(), kAccessLocalWrite));
+    std::array<Wc, 64> wc{};
+    unsigned got = 0;
+    for (unsigned round = 0; round < kRounds; ++round) {
+        for (unsigned i = 0; i < kBurst; ++i) {
+            Sge g{addr(src.data()), kLen, sm->lkey()};
+            SendWr s;
+            s.wr_id = i;
+            s.sg_list = &g;
+            s.num_sge = 1;
+            s.opcode = WrOpcode::send;
+            s.send_flags = kSendSignaled;
+            s.ah = ah;
+            s.remote_qpn = qb->qpn();
+            s.remote_qkey = 7;
+            REQUIRE(p.a.ctx->post_send(*qa, s));
+        }
+        unsigned done = 0;
+        const auto sent_by = std::chrono::steady_clock::now() + 60s;  // hang guards only
+        while (done < kBurst && std::chrono::steady_clock::now() < sent_by) {
+            done += p.a.ctx->poll_cq(*p.a.cq, wc);
+        }
+        REQUIRE(done == kBurst);
+        p.b.ctx->progress();  // no receive posted: the first batch parks
+        for (unsigned k = 0; k < kBurst; ++k) {
+            recv(p.b, qb, nullptr, *rm, rx.data() + k * (kLen + 40), kLen + 40, k);
+        }
+        unsigned this_round = 0;
+        const auto end = std::chrono::steady_clock::now() + 60s;
+        while (this_round < kBurst && std::chrono::steady_clock::now() < end) {
+            const unsigned k = p.b.ctx->poll_cq(*p.b.cq, wc);
+            for (unsigned j = 0; j < k; ++j) {
+                REQUIRE(wc[j].status == WcStatus::success);
+            }
+            this_round += k;
+            p.a.ctx->progress();
+        }
+        INFO("round " << round);
+        REQUIRE(this_round == kBurst);
+        got += this_round;
+    }
+    CHECK(got == kBurst * kRounds);
+    CHECK(qb->counters().dropped == 0);
+}
+
 TEST_CASE("verbs ud: a QP that posts no receive loses its datagrams, not the rail",
           "[emu][verbs][ud]") {
     VerbsPair p;
