@@ -35,14 +35,17 @@ void copy_name(char* dst, std::size_t cap, const std::string& s) {
     dst[n] = '\0';
 }
 
-Device* make_device(unsigned index, std::string spec, std::uint64_t guid) {
+Device* make_device(unsigned index, std::string spec, const std::string& node, std::uint64_t guid) {
     auto* d = new Device();
     ibv_device& ib = d->vdev.device;
     ib.node_type = IBV_NODE_CA;
     ib.transport_type = IBV_TRANSPORT_IB;
     const std::string name = "tbv" + std::to_string(index);
     copy_name(ib.name, sizeof ib.name, name);
-    copy_name(ib.dev_name, sizeof ib.dev_name, name);
+    // dev_name names the node under /dev/infiniband that UCX checks before it uses a device:
+    // stable per function (tbvN follows discovery order), linked there by `tbv bind` / `tbv
+    // devnode` (vfio/pci_sysfs.hpp). libibverbs itself never opens it (cmd_fd is -1).
+    copy_name(ib.dev_name, sizeof ib.dev_name, node);
     // dev_path and ibdev_path stay empty: there is no sysfs node (ibv_devinfo's board_id read of
     // "<ibdev_path>/board_id" finds nothing and is skipped).
     d->vdev.ops = &kDeviceOps;
@@ -76,7 +79,7 @@ std::vector<Device*> discover() {
         std::string why;
         if (auto spec = detail::parse_emu_spec(emu, why); spec) {
             out.push_back(make_device(static_cast<unsigned>(out.size()), std::string("emu:") + emu,
-                                      detail::random_emu_uid()));
+                                      vfio::sysfs::kEmuDevnodeName, detail::random_emu_uid()));
         } else {
             std::fprintf(stderr, "tbverbs: TBV_EMU='%s' ignored: %s\n", emu, why.c_str());
         }
@@ -84,8 +87,8 @@ std::vector<Device*> discover() {
     const char* use_vfio = std::getenv("TBV_VFIO");
     if (use_vfio == nullptr || std::strcmp(use_vfio, "0") != 0) {
         for (const std::string& bdf : vfio::sysfs::vfio_bound_usb4_hosts()) {
-            out.push_back(
-                make_device(static_cast<unsigned>(out.size()), "vfio:" + bdf, vfio_guid(bdf)));
+            out.push_back(make_device(static_cast<unsigned>(out.size()), "vfio:" + bdf,
+                                      vfio::sysfs::devnode_name(bdf), vfio_guid(bdf)));
         }
     }
     // The RoCE-style GID mode: one address per device, in this order (gid.hpp).

@@ -187,4 +187,31 @@ bool noiommu_enabled() {
     return v && (*v == "Y" || *v == "1");
 }
 
+std::string devnode_name(const std::string& bdf) {
+    return "tbv-" + bdf;
+}
+
+std::string devnode_dir() {
+    return root() + "/dev/infiniband";
+}
+
+std::optional<std::string> vfio_node(const PciFunction& fn) {
+    if (fn.driver != "vfio-pci") {
+        return std::nullopt;
+    }
+    std::error_code ec;
+    const auto exists = [&](const std::string& p) { return fs::exists(root() + p, ec); };
+    if (!fn.vfio_cdev.empty() && exists("/dev/iommu")) {
+        return "/dev/vfio/devices/" + fn.vfio_cdev;
+    }
+    if (!fn.iommu_group) {
+        return std::nullopt;
+    }
+    const std::string noiommu = "/dev/vfio/noiommu-" + std::to_string(*fn.iommu_group);
+    if (exists(noiommu)) {
+        return noiommu;
+    }
+    return "/dev/vfio/" + std::to_string(*fn.iommu_group);
+}
+
 }  // namespace tbv::vfio::sysfs

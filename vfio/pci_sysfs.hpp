@@ -59,4 +59,19 @@ bool iommu_present();
 /// True if vfio's enable_unsafe_noiommu_mode parameter is Y.
 bool noiommu_enabled();
 
+// ---- the device node verbs consumers look for -------------------------------------------------
+// UCX (uct_ib_device_is_accessible) keeps an ibv_device only if /dev/infiniband/<dev_name> is a
+// character device the user may read and write; a kernel HCA has its uverbs node there. Ours is
+// a link, made by `tbv bind`, to the VFIO node the provider opens: the same permission decides.
+
+/// ibv_device::dev_name of the device on VFIO function `bdf`: "tbv-0000:c4:00.5".
+std::string devnode_name(const std::string& bdf);
+/// ibv_device::dev_name of an emulated device (the emulator has no node of its own).
+inline constexpr const char* kEmuDevnodeName = "tbv-emu";
+/// root() + "/dev/infiniband"
+std::string devnode_dir();
+/// The VFIO character device the provider opens for `fn` (iommufd cdev, no-IOMMU group or
+/// group, in the order vfio_device.cpp tries them); nullopt if it has none (not on vfio-pci).
+std::optional<std::string> vfio_node(const PciFunction& fn);
+
 }  // namespace tbv::vfio::sysfs

@@ -14,7 +14,7 @@ namespace tbv::tools {
 
 /// `tbv list [--json] [--all]`
 void add_list_command(CLI::App& app, int& exit_code);
-/// `tbv bind BDF`, `tbv unbind BDF` (hidden --any-device for test devices)
+/// `tbv bind BDF`, `tbv unbind BDF` (hidden --any-device for test devices), `tbv devnode`
 void add_bind_commands(CLI::App& app, int& exit_code);
 /// `tbv status [--emu CABLE] [--json] [--wait] [--trace-demo]`, `tbv trace`
 void add_status_command(CLI::App& app, int& exit_code);

@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // `tbv list` logic over a fake sysfs: which functions are USB4 hosts, VFIO states and reasons,
 // the firmware connection manager, JSON shape; bind refusals that need no root.
+#include <filesystem>
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "catch.hpp"
 #include "fake_sysfs.hpp"
 #include "tools/commands.hpp"
+#include "tools/devnode.hpp"
 #include "tools/usb4_hosts.hpp"
+#include "vfio/pci_sysfs.hpp"
 
 using tbv::tools::VfioState;
 
@@ -95,4 +100,41 @@ TEST_CASE("tbv bind refuses non-NHIs and bad addresses before touching sysfs") {
     CHECK(r2.error() == std::make_error_code(std::errc::invalid_argument));
     auto r3 = tbv::tools::bind_vfio("0000:00:15.0", opts);
     CHECK_FALSE(r3);
+}
+
+TEST_CASE("tbv bind's /dev/infiniband link: to the VFIO group node, replaced, never over a file") {
+    namespace fs = std::filesystem;
+    tbv::test::FakeSysfs sys;
+    sys.add("0000:c4:00.5", 0x1022, 0x1668, 0x0c0340, "vfio-pci", 12);
+    sys.add("0000:c4:00.6", 0x1022, 0x1669, 0x0c0340, "thunderbolt", 13);
+    fs::create_directories(sys.root() / "dev");  // /dev exists; /dev/infiniband need not
+    const fs::path dir = tbv::vfio::sysfs::devnode_dir();
+    // A function on vfio-pci: its group node (no /dev/iommu, no no-IOMMU node in this tree).
+    auto l = tbv::tools::link_vfio_devnode("0000:c4:00.5");
+    REQUIRE(l);
+    CHECK(*l == (dir / "tbv-0000:c4:00.5").string() + " -> /dev/vfio/12");
+    CHECK(fs::read_symlink(dir / "tbv-0000:c4:00.5") == "/dev/vfio/12");
+    // Again: the old link is replaced, not an error.
+    CHECK(tbv::tools::link_devnode("tbv-0000:c4:00.5", "/dev/vfio/13"));
+    CHECK(fs::read_symlink(dir / "tbv-0000:c4:00.5") == "/dev/vfio/13");
+    // Not on vfio-pci: no node to link to.
+    auto n = tbv::tools::link_vfio_devnode("0000:c4:00.6");
+    REQUIRE_FALSE(n);
+    CHECK(n.error() == std::make_error_code(std::errc::no_such_device));
+    // A real file under our name is someone else's.
+    { std::ofstream(dir / "tbv-emu") << "x"; }
+    auto e = tbv::tools::link_devnode(tbv::vfio::sysfs::kEmuDevnodeName, "/dev/null");
+    REQUIRE_FALSE(e);
+    CHECK(e.error() == std::make_error_code(std::errc::file_exists));
+    auto keep = tbv::tools::unlink_devnode("tbv-emu");
+    REQUIRE(keep);
+    CHECK_FALSE(*keep);
+    CHECK(fs::exists(dir / "tbv-emu"));
+    // Removal: once, then there is nothing left.
+    auto u1 = tbv::tools::unlink_devnode("tbv-0000:c4:00.5");
+    REQUIRE(u1);
+    CHECK(*u1);
+    auto u2 = tbv::tools::unlink_devnode("tbv-0000:c4:00.5");
+    REQUIRE(u2);
+    CHECK_FALSE(*u2);
 }
