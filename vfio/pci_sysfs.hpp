@@ -71,7 +71,7 @@ inline constexpr const char* kEmuDevnodeName = "tbv-emu";
 /// root() + "/dev/infiniband"
 std::string devnode_dir();
 /// The VFIO character device the provider opens for `fn` (iommufd cdev, no-IOMMU group or
-/// group, in the order vfio_device.cpp tries them); nullopt if it has none (not on vfio-pci).
+/// group): the one vfio_device.cpp opens in automatic mode; nullopt if none (not on vfio-pci).
 std::optional<std::string> vfio_node(const PciFunction& fn);
 
 }  // namespace tbv::vfio::sysfs

@@ -26,10 +26,6 @@ constexpr std::uint32_t kCmdMemory = 1u << 1;
 constexpr std::uint32_t kCmdBusMaster = 1u << 2;
 constexpr std::uint32_t kCmdIntxDisable = 1u << 10;
 
-bool file_exists(const char* p) {
-    return ::access(p, F_OK) == 0;
-}
-
 Result<std::unique_ptr<DmaBackend>> open_backend(const std::string& bdf, Mode mode) {
     if (mode == Mode::automatic) {
         if (const char* env = std::getenv("TBV_VFIO_MODE"); env != nullptr && *env != '\0') {
@@ -57,11 +53,12 @@ Result<std::unique_ptr<DmaBackend>> open_backend(const std::string& bdf, Mode mo
                         (fn->driver.empty() ? std::string("no driver") : "'" + fn->driver + "'") +
                         ", not vfio-pci: run `tbv bind " + bdf + "`");
     }
-    if (!fn->vfio_cdev.empty() && file_exists("/dev/iommu")) {
+    // The node `tbv bind` links for UCX is the one opened here: one choice, in sysfs::vfio_node.
+    const auto node = sysfs::vfio_node(*fn);
+    if (node && node->starts_with("/dev/vfio/devices/")) {
         return open_iommufd(bdf);
     }
-    if (fn->iommu_group &&
-        file_exists(("/dev/vfio/noiommu-" + std::to_string(*fn->iommu_group)).c_str())) {
+    if (node && node->starts_with("/dev/vfio/noiommu-")) {
         return open_noiommu(bdf);
     }
     return open_container(bdf);

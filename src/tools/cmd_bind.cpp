@@ -106,21 +106,12 @@ void add_bind_commands(CLI::App& app, int& exit_code) {
             exit_code = 0;
             return;
         }
-        if (node_emu) {
-            auto r = link_devnode(name, "/dev/null");
-            if (!r) {
-                exit_code = report_error("devnode", r.error());
-                return;
-            }
-            fmt::print("{} -> /dev/null\n", *r);
-        } else {
-            auto r = link_vfio_devnode(node_bdf);
-            if (!r) {
-                exit_code = report_error("devnode", r.error());
-                return;
-            }
-            fmt::print("{}\n", *r);
+        auto r = node_emu ? link_emu_devnode() : link_vfio_devnode(node_bdf);
+        if (!r) {
+            exit_code = report_error("devnode", r.error());
+            return;
         }
+        fmt::print("{}\n", *r);
         exit_code = 0;
     });
 }

@@ -64,4 +64,12 @@ Result<std::string> link_vfio_devnode(const std::string& bdf) {
     return *path + " -> " + *node;
 }
 
+Result<std::string> link_emu_devnode() {
+    auto path = link_devnode(vfio::sysfs::kEmuDevnodeName, "/dev/null");
+    if (!path) {
+        return Failure{path.error()};
+    }
+    return *path + " -> /dev/null";
+}
+
 }  // namespace tbv::tools

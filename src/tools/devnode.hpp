@@ -22,5 +22,7 @@ Result<bool> unlink_devnode(const std::string& name);
 /// The link for VFIO function `bdf` (bound to vfio-pci), to its VFIO node. Returns
 /// "<link> -> <target>".
 Result<std::string> link_vfio_devnode(const std::string& bdf);
+/// The emulator's link, to /dev/null. Returns "<link> -> /dev/null".
+Result<std::string> link_emu_devnode();
 
 }  // namespace tbv::tools

@@ -83,6 +83,22 @@ void recv(Node& n, Qp* q, Srq* s, Mr& mr, std::byte* p, std::size_t len, std::ui
     }
 }
 
+/// A signaled UD SEND of `len` bytes at `p` from `q` to `dest` (Q_Key 7) through `ah`.
+void send_ud(Node& n, Qp& q, Ah* ah, const Qp& dest, Mr& mr, const std::byte* p, std::uint32_t len,
+             std::uint64_t id) {
+    Sge g{addr(p), len, mr.lkey()};
+    SendWr s;
+    s.wr_id = id;
+    s.sg_list = &g;
+    s.num_sge = 1;
+    s.opcode = WrOpcode::send;
+    s.send_flags = kSendSignaled;
+    s.ah = ah;
+    s.remote_qpn = dest.qpn();
+    s.remote_qkey = 7;
+    REQUIRE(n.ctx->post_send(q, s));
+}
+
 }  // namespace
 
 TEST_CASE("verbs uc: SEND and WRITE with immediate arrive; READ is refused", "[emu][verbs]") {
@@ -304,17 +320,7 @@ TEST_CASE("verbs ud: a burst larger than the posted receives waits instead of be
     const auto end = std::chrono::steady_clock::now() + 60s;
     while (got < kTotal && std::chrono::steady_clock::now() < end) {
         while (sent < kTotal && sent - done < 60) {  // keep the sender far ahead of the receives
-            Sge g{addr(src.data() + sent * kLen), kLen, sm->lkey()};
-            SendWr s;
-            s.wr_id = sent;
-            s.sg_list = &g;
-            s.num_sge = 1;
-            s.opcode = WrOpcode::send;
-            s.send_flags = kSendSignaled;
-            s.ah = ah;
-            s.remote_qpn = qb->qpn();
-            s.remote_qkey = 7;
-            REQUIRE(p.a.ctx->post_send(*qa, s));
+            send_ud(p.a, *qa, ah, *qb, *sm, src.data() + sent * kLen, kLen, sent);
             ++sent;
         }
         done += p.a.ctx->poll_cq(*p.a.cq, wc);
@@ -367,17 +373,7 @@ TEST_CASE("verbs ud: a full parked batch, then a full new one, gives every RX bu
     unsigned got = 0;
     for (unsigned round = 0; round < kRounds; ++round) {
         for (unsigned i = 0; i < kBurst; ++i) {
-            Sge g{addr(src.data()), kLen, sm->lkey()};
-            SendWr s;
-            s.wr_id = i;
-            s.sg_list = &g;
-            s.num_sge = 1;
-            s.opcode = WrOpcode::send;
-            s.send_flags = kSendSignaled;
-            s.ah = ah;
-            s.remote_qpn = qb->qpn();
-            s.remote_qkey = 7;
-            REQUIRE(p.a.ctx->post_send(*qa, s));
+            send_ud(p.a, *qa, ah, *qb, *sm, src.data(), kLen, i);
         }
         unsigned done = 0;
         const auto sent_by = std::chrono::steady_clock::now() + 60s;  // hang guards only
@@ -430,20 +426,8 @@ TEST_CASE("verbs ud: a QP that posts no receive loses its datagrams, not the rai
     Mr* wm =
         take(p.b.ctx->reg_mr(*p.b.pd, wdst.data(), kLen, kAccessLocalWrite | kAccessRemoteWrite));
     Sge g{addr(src.data()), kLen, sm->lkey()};
-    auto send_ud = [&](std::uint64_t id) {
-        SendWr s;
-        s.wr_id = id;
-        s.sg_list = &g;
-        s.num_sge = 1;
-        s.opcode = WrOpcode::send;
-        s.send_flags = kSendSignaled;
-        s.ah = ah;
-        s.remote_qpn = ub->qpn();
-        s.remote_qkey = 7;
-        REQUIRE(p.a.ctx->post_send(*ua, s));
-    };
     for (std::uint64_t i = 0; i < 3; ++i) {
-        send_ud(i);
+        send_ud(p.a, *ua, ah, *ub, *sm, src.data(), kLen, i);
     }
     // b posts no receive: its datagrams wait, then are dropped once it has starved for
     // kUdStarveLimit; the WRITE behind them on the rail still lands.
@@ -478,7 +462,7 @@ TEST_CASE("verbs ud: a QP that posts no receive loses its datagrams, not the rai
     CHECK(no_recv == 3);
     // Once a receive is posted, the next datagram arrives.
     recv(p.b, ub, nullptr, *dm, dst.data(), dst.size(), 7);
-    send_ud(3);
+    send_ud(p.a, *ua, ah, *ub, *sm, src.data(), kLen, 3);
     auto got = wait_wc(p.b, *p.b.cq, 1, {&p.a}, 30s);
     REQUIRE(got.size() == 1);
     CHECK(got[0].wr_id == 7);

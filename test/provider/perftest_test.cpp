@@ -7,20 +7,12 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "check_out.hpp"
 #include "process.hpp"
 #include "skip.hpp"
 
 using tbv::test::Proc;
 using tbv::test::ProcResult;
-
-#define CHECK_OUT(cond, out)                                            \
-    do {                                                                \
-        if (cond) {                                                     \
-            SUCCEED(#cond);                                             \
-        } else {                                                        \
-            FAIL_CHECK(#cond << "\n--- program output ---\n" << (out)); \
-        }                                                               \
-    } while (0)
 
 namespace {
 

@@ -10,21 +10,12 @@
 
 #include "../vfio/fake_sysfs.hpp"
 #include "catch.hpp"
+#include "check_out.hpp"
 #include "process.hpp"
 #include "skip.hpp"
 
 using tbv::test::Proc;
 using tbv::test::ProcResult;
-
-// Catch2's TAP reporter breaks on multi-line INFO text: show a program's output only on failure.
-#define CHECK_OUT(cond, out)                                            \
-    do {                                                                \
-        if (cond) {                                                     \
-            SUCCEED(#cond);                                             \
-        } else {                                                        \
-            FAIL_CHECK(#cond << "\n--- program output ---\n" << (out)); \
-        }                                                               \
-    } while (0)
 
 namespace {
 
